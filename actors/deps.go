@@ -1,0 +1,115 @@
+package actors
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// Broker is what the actors need of the broker: building the messages that
+// replace a delivery and settling it (publish them confirmed, then ack).
+// *broker.Broker implements it.
+type Broker interface {
+	Settle(ctx context.Context, d *broker.Delivery, msgs ...broker.Message) error
+	ResultMessage(status string, body []byte) broker.Message
+	DeferMessage(d *broker.Delivery, wait time.Duration, headers map[string]any) broker.Message
+	RequeueMessage(d *broker.Delivery, headers map[string]any) broker.Message
+	DeadLetterMessage(d *broker.Delivery, headers map[string]any) broker.Message
+}
+
+var _ Broker = (*broker.Broker)(nil)
+
+// Config is everything the router and its tenant actors need.
+type Config struct {
+	Tenants []config.Tenant
+	// Tokens holds each tenant's token source, by tenant id.
+	Tokens map[string]whatsapp.TokenSource
+	Sender whatsapp.Sender
+	Broker Broker
+	Clock  Clock
+	Logger *slog.Logger
+	// Context bounds sends and settlements; cancelling it abandons them
+	// (their deliveries return to the queue).
+	Context context.Context
+	// MaxHeld is how many deliveries a tenant may hold (default 2: one
+	// sending, one next).
+	MaxHeld int
+	// DedupeSize bounds each tenant's memory of recently sent internal ids
+	// (default 1024).
+	DedupeSize int
+	// Jitter returns a random duration in [0, max]; default math/rand.
+	Jitter func(max time.Duration) time.Duration
+	// Observer is told about outcomes for metrics; may be nil.
+	Observer Observer
+	// QuarantineAfter restarts within QuarantineWindow quarantine a tenant
+	// (defaults 5 and 10 s); the supervisor allows 10 restarts in 10 s, so
+	// a crash-looping tenant is quarantined before it could be stopped.
+	QuarantineAfter  int
+	QuarantineWindow time.Duration
+}
+
+// Observer receives outcome events, for metrics. Calls come from actor
+// goroutines and must not block.
+type Observer interface {
+	JobOutcome(tenantID, outcome string)
+	Deferred(tenantID, reason string)
+	SendLatency(tenantID string, d time.Duration)
+	TenantRestarted(tenantID string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) JobOutcome(string, string)         {}
+func (nopObserver) Deferred(string, string)           {}
+func (nopObserver) SendLatency(string, time.Duration) {}
+func (nopObserver) TenantRestarted(string)            {}
+
+func (c *Config) withDefaults() {
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Context == nil {
+		c.Context = context.Background()
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = 2
+	}
+	if c.DedupeSize <= 0 {
+		c.DedupeSize = 1024
+	}
+	if c.Jitter == nil {
+		c.Jitter = func(max time.Duration) time.Duration {
+			if max <= 0 {
+				return 0
+			}
+			return mrand.N(max + 1)
+		}
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.QuarantineAfter <= 0 {
+		c.QuarantineAfter = 5
+	}
+	if c.QuarantineWindow <= 0 {
+		c.QuarantineWindow = 10 * time.Second
+	}
+}
+
+// newEpoch names this process's schedules: a reservation made by another
+// process (or before a restart of this one) is not honoured.
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

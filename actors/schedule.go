@@ -1,0 +1,315 @@
+package actors
+
+import (
+	"fmt"
+	"time"
+)
+
+// Schedule timing.
+const (
+	// Slack is how early a job may be sent before its NotBefore: delay
+	// queues are not exact, and a job 20ms early is not worth another hop.
+	Slack = 20 * time.Millisecond
+	// PauseRecheck is how long a job of a paused tenant waits before it asks again.
+	PauseRecheck = 15 * time.Second
+	// RecoverAfter is how long without a throttle before the rate is raised
+	// one step (25% of the configured rate), and the spacing between steps.
+	RecoverAfter = 30 * time.Second
+	// MinBusySpacing is the least spacing between jobs deferred because the
+	// tenant already holds MaxHeld deliveries.
+	MinBusySpacing = 50 * time.Millisecond
+	// BaseBackoff and MaxBackoff bound Retry's exponential backoff.
+	BaseBackoff = time.Second
+	MaxBackoff  = 5 * time.Minute
+	// PairRateDelay is how long a job waits after Meta's pair-rate error
+	// (131056: too many messages to the same recipient).
+	PairRateDelay = 6 * time.Second
+)
+
+// DefaultMaxHeld is how many deliveries a tenant holds at once (one sending,
+// one next) when ScheduleConfig.MaxHeld is not set.
+const DefaultMaxHeld = 2
+
+// latencyAlpha weighs the newest sample in the send-latency EWMA.
+const latencyAlpha = 0.2
+
+// DeferReason says why a job was deferred.
+type DeferReason int
+
+// The defer reasons. Admit returns the first six; the actor uses the rest
+// with Throttled, PairRate and Retry.
+const (
+	ReasonNone DeferReason = iota
+	ReasonEarly
+	ReasonRateLimited
+	ReasonBusy
+	ReasonBreakerOpen
+	ReasonPaused
+	ReasonThrottled
+	ReasonPairRate
+	ReasonRetry
+)
+
+var deferReasonNames = [...]string{
+	ReasonNone:        "none",
+	ReasonEarly:       "early",
+	ReasonRateLimited: "rate_limited",
+	ReasonBusy:        "busy",
+	ReasonBreakerOpen: "breaker_open",
+	ReasonPaused:      "paused",
+	ReasonThrottled:   "throttled",
+	ReasonPairRate:    "pair_rate",
+	ReasonRetry:       "retry",
+}
+
+// String returns the snake_case name used in logs and metrics labels.
+func (r DeferReason) String() string {
+	if r >= 0 && int(r) < len(deferReasonNames) {
+		return deferReasonNames[r]
+	}
+	return fmt.Sprintf("DeferReason(%d)", int(r))
+}
+
+// MarshalText encodes the reason as its String, for JSON and logs.
+func (r DeferReason) MarshalText() ([]byte, error) {
+	return []byte(r.String()), nil
+}
+
+// Ticket is the scheduling state a job carries in its headers.
+type Ticket struct {
+	NotBefore time.Time // zero = none
+	// Reserved: the job already holds a token of this schedule. The actor
+	// sets it only when the job's epoch header matches this schedule.
+	Reserved bool
+}
+
+// Decision is Admit's answer for one job.
+type Decision struct {
+	Send bool
+	// NotBefore is when a deferred job should come back.
+	NotBefore time.Time
+	// Reserved is whether the job holds a token after this decision; the
+	// actor carries it in the job's header.
+	Reserved bool
+	Reason   DeferReason
+	// Transition is a breaker change this decision caused (OPEN→HALF_OPEN).
+	Transition Transition
+}
+
+// ScheduleConfig configures a Schedule. Zero fields take the seed's values:
+// 80/min, burst 80, 5 failures, 60s open, MaxHeld 2.
+type ScheduleConfig struct {
+	PerMinute        float64
+	Burst            int
+	FailureThreshold int
+	OpenFor          time.Duration
+	MaxHeld          int
+}
+
+func (c ScheduleConfig) withDefaults() ScheduleConfig {
+	if c.PerMinute <= 0 {
+		c.PerMinute = 80
+	}
+	if c.Burst <= 0 {
+		c.Burst = 80
+	}
+	if c.FailureThreshold <= 0 {
+		c.FailureThreshold = 5
+	}
+	if c.OpenFor <= 0 {
+		c.OpenFor = 60 * time.Second
+	}
+	if c.MaxHeld <= 0 {
+		c.MaxHeld = DefaultMaxHeld
+	}
+	c.PerMinute = clampPerMinute(c.PerMinute)
+	return c
+}
+
+// ScheduleStats is a snapshot of a Schedule for the admin API and logs.
+type ScheduleStats struct {
+	TokensAvailable    float64
+	TokensMax          int
+	EffectivePerMinute float64
+	// NextSlot is the earliest a new job could be sent: the bucket's next
+	// token, or the end of the breaker's open time if later.
+	NextSlot    time.Time
+	LatencyEWMA time.Duration
+	Breaker     BreakerStats
+}
+
+// Schedule decides, for one job of one tenant, "send now" or "come back at
+// T", so that a deferred job is deferred once to the instant it can really
+// go rather than bounced blindly. It owns the tenant's bucket and breaker, a
+// send-latency EWMA, the throttle state and a virtual time for jobs deferred
+// because the tenant is busy. It is not safe for concurrent use.
+type Schedule struct {
+	cfg     ScheduleConfig
+	bucket  *Bucket
+	breaker *Breaker
+	latency time.Duration // EWMA of send latency; 0 = no sample yet
+	busyTat time.Time     // the last slot handed to a busy-deferred job
+	// rateChangedAt is the last throttle or recovery step; the next
+	// recovery step waits RecoverAfter from it.
+	rateChangedAt time.Time
+}
+
+// NewSchedule returns a schedule with a full bucket and a closed breaker.
+func NewSchedule(cfg ScheduleConfig, now time.Time) *Schedule {
+	cfg = cfg.withDefaults()
+	return &Schedule{
+		cfg:     cfg,
+		bucket:  NewBucket(cfg.PerMinute, cfg.Burst, now),
+		breaker: NewBreaker(cfg.FailureThreshold, cfg.OpenFor),
+	}
+}
+
+// Bucket returns the schedule's token bucket.
+func (s *Schedule) Bucket() *Bucket { return s.bucket }
+
+// Breaker returns the schedule's circuit breaker; the actor reports each
+// send's verdict to it (Success, Failure, Neutral, Release).
+func (s *Schedule) Breaker() *Breaker { return s.breaker }
+
+// Admit decides for one job. held is how many deliveries the tenant already
+// holds (sending or waiting), not counting this one; paused is an operator
+// pause or quarantine. In order:
+//
+//  1. A job back before its NotBefore (beyond Slack) is deferred for the
+//     remainder; nothing is charged.
+//  2. A paused tenant's job is asked again after PauseRecheck.
+//  3. While the breaker is OPEN the job waits for the open time to end
+//     without holding a token: a token held through the open time would be
+//     spent in one burst when it closes. A token it held is given back.
+//  4. A busy tenant (held >= MaxHeld) spaces jobs by the measured latency
+//     over MaxHeld, and reserves a token so the job keeps its place.
+//  5. A job without a token reserves one and waits for it when it is not
+//     due yet; a job with a due token is not charged twice.
+//  6. Last, the breaker is asked, so a half-open trial is only taken by a
+//     job that would be sent. Refused (the trial is in flight), the job
+//     keeps its token and asks again after ProbeInterval.
+func (s *Schedule) Admit(now time.Time, t Ticket, held int, paused bool) Decision {
+	if t.NotBefore.After(now.Add(Slack)) {
+		return Decision{NotBefore: t.NotBefore, Reserved: t.Reserved, Reason: ReasonEarly}
+	}
+	if paused {
+		return Decision{NotBefore: now.Add(PauseRecheck), Reserved: t.Reserved, Reason: ReasonPaused}
+	}
+	if until, open := s.breaker.openUntilAt(now); open {
+		if t.Reserved {
+			s.bucket.Cancel(now)
+		}
+		return Decision{NotBefore: until, Reason: ReasonBreakerOpen}
+	}
+	if held >= s.cfg.MaxHeld {
+		slot := laterTime(s.busyTat, now).Add(s.busySpacing())
+		s.busyTat = slot
+		notBefore := slot
+		if !t.Reserved {
+			notBefore = laterTime(slot, s.bucket.Reserve(now))
+		}
+		return Decision{NotBefore: notBefore, Reserved: true, Reason: ReasonBusy}
+	}
+	if !t.Reserved {
+		if r := s.bucket.Reserve(now); r.After(now.Add(Slack)) {
+			return Decision{NotBefore: r, Reserved: true, Reason: ReasonRateLimited}
+		}
+	}
+	ok, retryAt, tr := s.breaker.Allow(now)
+	if !ok {
+		return Decision{NotBefore: retryAt, Reserved: true, Reason: ReasonBreakerOpen, Transition: tr}
+	}
+	return Decision{Send: true, Transition: tr}
+}
+
+// ObserveLatency feeds one send's latency into the EWMA (α = 0.2; the first
+// sample is taken as is).
+func (s *Schedule) ObserveLatency(d time.Duration) {
+	if d < 0 {
+		return
+	}
+	if s.latency == 0 {
+		s.latency = d
+		return
+	}
+	s.latency += time.Duration(latencyAlpha * float64(d-s.latency))
+}
+
+// Throttled records that Meta throttled this tenant: the bucket's rate is
+// halved (floor MinPerMinute) and its unspent tokens dropped, since Meta
+// just said the tenant sends too fast. It returns the throttled job's new
+// NotBefore, a fresh reservation at the lowered rate: the job then holds a
+// token (Ticket.Reserved = true).
+func (s *Schedule) Throttled(now time.Time) time.Time {
+	s.bucket.SetRate(s.bucket.PerMinute()/2, now)
+	s.bucket.Drain(now)
+	s.rateChangedAt = now
+	return s.bucket.Reserve(now)
+}
+
+// Recover is called on every success: once RecoverAfter has passed since the
+// last throttle or step, a lowered rate goes up by 25% of the configured
+// rate, one step per RecoverAfter, never above the configured rate.
+func (s *Schedule) Recover(now time.Time) {
+	cur := s.bucket.PerMinute()
+	if cur >= s.cfg.PerMinute || now.Sub(s.rateChangedAt) < RecoverAfter {
+		return
+	}
+	s.bucket.SetRate(min(s.cfg.PerMinute, cur+s.cfg.PerMinute/4), now)
+	s.rateChangedAt = now
+}
+
+// Retry returns when a job that failed transiently for the attempt-th time
+// (1-based) should be tried again: exponential backoff from BaseBackoff,
+// capped at MaxBackoff, with full jitter: now + jitter(backoff). jitter
+// returns a duration in [0, max]; out-of-range results are clamped, and a
+// nil jitter waits the whole backoff. The tenant's state is not touched.
+func (s *Schedule) Retry(now time.Time, attempt int, jitter func(max time.Duration) time.Duration) time.Time {
+	d := retryBackoff(attempt)
+	if jitter != nil {
+		d = min(max(jitter(d), 0), d)
+	}
+	return now.Add(d)
+}
+
+// PairRate returns when a job refused by Meta's pair rate (same recipient)
+// should be tried again. The tenant's state is not touched.
+func (s *Schedule) PairRate(now time.Time) time.Time {
+	return now.Add(PairRateDelay)
+}
+
+// Stats returns a snapshot at now.
+func (s *Schedule) Stats(now time.Time) ScheduleStats {
+	next := s.bucket.Next(now)
+	if until, open := s.breaker.openUntilAt(now); open {
+		next = laterTime(next, until)
+	}
+	return ScheduleStats{
+		TokensAvailable:    s.bucket.Available(now),
+		TokensMax:          s.bucket.Max(),
+		EffectivePerMinute: s.bucket.PerMinute(),
+		NextSlot:           next,
+		LatencyEWMA:        s.latency,
+		Breaker:            s.breaker.Stats(now),
+	}
+}
+
+func (s *Schedule) busySpacing() time.Duration {
+	return max(s.latency/time.Duration(s.cfg.MaxHeld), MinBusySpacing)
+}
+
+func retryBackoff(attempt int) time.Duration {
+	shift := max(attempt, 1) - 1
+	// 1s<<9 already exceeds the cap; larger shifts would overflow.
+	if shift >= 9 {
+		return MaxBackoff
+	}
+	return min(BaseBackoff<<shift, MaxBackoff)
+}
+
+func laterTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,455 @@
+package actors
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// stateSeedConfig is the seed's tenant at 600/min with a small burst, so a
+// reservation is 100ms.
+var stateSeedConfig = ScheduleConfig{PerMinute: 600, Burst: 20, FailureThreshold: 5, OpenFor: stateOpenFor, MaxHeld: 2}
+
+// emptySchedule returns a schedule whose bucket has no tokens left at stateT0.
+func emptySchedule(tb testing.TB, cfg ScheduleConfig) *Schedule {
+	tb.Helper()
+	s := NewSchedule(cfg, stateT0)
+	for range s.Bucket().Max() {
+		require.True(tb, s.Bucket().Allow(stateT0))
+	}
+	return s
+}
+
+// openSchedule returns a schedule whose breaker opened at stateT0.
+func openSchedule(tb testing.TB) *Schedule {
+	tb.Helper()
+	s := NewSchedule(stateSeedConfig, stateT0)
+	for range stateSeedConfig.FailureThreshold {
+		s.Breaker().Failure(stateT0)
+	}
+	require.Equal(tb, BreakerOpen, s.Breaker().State(stateT0))
+	return s
+}
+
+func TestDeferReasonString(t *testing.T) {
+	tests := []struct {
+		reason DeferReason
+		want   string
+	}{
+		{ReasonNone, "none"},
+		{ReasonEarly, "early"},
+		{ReasonRateLimited, "rate_limited"},
+		{ReasonBusy, "busy"},
+		{ReasonBreakerOpen, "breaker_open"},
+		{ReasonPaused, "paused"},
+		{ReasonThrottled, "throttled"},
+		{ReasonPairRate, "pair_rate"},
+		{ReasonRetry, "retry"},
+		{DeferReason(42), "DeferReason(42)"},
+		{DeferReason(-1), "DeferReason(-1)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.reason.String())
+		})
+	}
+	t.Run("MarshalsAsName", func(t *testing.T) {
+		out, err := json.Marshal(map[string]DeferReason{"r": ReasonBusy})
+		require.NoError(t, err)
+		assert.JSONEq(t, `{"r":"busy"}`, string(out))
+	})
+}
+
+func TestScheduleAdmit(t *testing.T) {
+	t.Run("EarlyJobIsDeferredForTheRemainderWithoutCharge", func(t *testing.T) {
+		for _, reserved := range []bool{false, true} {
+			s := NewSchedule(stateSeedConfig, stateT0)
+			notBefore := stateT0.Add(37 * time.Second)
+			d := s.Admit(stateT0, Ticket{NotBefore: notBefore, Reserved: reserved}, 0, false)
+			assert.Equal(t, Decision{NotBefore: notBefore, Reserved: reserved, Reason: ReasonEarly}, d)
+			assert.Equal(t, 20.0, s.Bucket().Available(stateT0), "bucket untouched")
+		}
+	})
+
+	t.Run("EarlyWithinSlackIsSent", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		d := s.Admit(stateT0, Ticket{NotBefore: stateT0.Add(Slack)}, 0, false)
+		assert.True(t, d.Send)
+		d = s.Admit(stateT0, Ticket{NotBefore: stateT0.Add(Slack + time.Nanosecond)}, 0, false)
+		assert.Equal(t, ReasonEarly, d.Reason)
+	})
+
+	t.Run("PausedTenantIsAskedAgainLaterWithoutCharge", func(t *testing.T) {
+		for _, reserved := range []bool{false, true} {
+			s := NewSchedule(stateSeedConfig, stateT0)
+			d := s.Admit(stateT0, Ticket{Reserved: reserved}, 0, true)
+			assert.Equal(t, Decision{NotBefore: stateT0.Add(PauseRecheck), Reserved: reserved, Reason: ReasonPaused}, d)
+			assert.Equal(t, 20.0, s.Bucket().Available(stateT0))
+		}
+	})
+
+	t.Run("SendsWhileTokensLastThenReserves", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		for i := range 20 {
+			d := s.Admit(stateT0, Ticket{}, 0, false)
+			require.Equal(t, Decision{Send: true}, d, "job %d", i)
+		}
+		d := s.Admit(stateT0, Ticket{}, 0, false)
+		assert.Equal(t, Decision{NotBefore: stateT0.Add(100 * time.Millisecond), Reserved: true, Reason: ReasonRateLimited}, d)
+	})
+
+	t.Run("ReservedJobBackOnTimeIsSentWithoutSecondCharge", func(t *testing.T) {
+		s := emptySchedule(t, stateSeedConfig)
+		d := s.Admit(stateT0, Ticket{}, 0, false)
+		require.Equal(t, ReasonRateLimited, d.Reason)
+		back := d.NotBefore
+		before := s.Bucket().Available(back)
+		d = s.Admit(back, Ticket{NotBefore: d.NotBefore, Reserved: d.Reserved}, 0, false)
+		assert.Equal(t, Decision{Send: true}, d)
+		assert.Equal(t, before, s.Bucket().Available(back), "no second token")
+	})
+
+	t.Run("ReservationDueWithinSlackIsSentAtOnce", func(t *testing.T) {
+		s := emptySchedule(t, stateSeedConfig)
+		now := stateT0.Add(100*time.Millisecond - Slack) // token due in 20ms
+		assert.Equal(t, Decision{Send: true}, s.Admit(now, Ticket{}, 0, false))
+	})
+
+	t.Run("BurstOf300LeavesInOrderWithOneDeferralEach", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		type job struct {
+			ticket    Ticket
+			deferrals int
+		}
+		jobs := make([]job, 300)
+		var sentAt []time.Time
+		var sentOrder []int
+		prev := stateT0
+		for i := range jobs {
+			d := s.Admit(stateT0, Ticket{}, 0, false)
+			if d.Send {
+				sentAt, sentOrder = append(sentAt, stateT0), append(sentOrder, i)
+				continue
+			}
+			require.Equal(t, ReasonRateLimited, d.Reason)
+			require.True(t, d.NotBefore.After(prev), "job %d: NotBefore strictly increasing", i)
+			prev = d.NotBefore
+			jobs[i] = job{ticket: Ticket{NotBefore: d.NotBefore, Reserved: d.Reserved}, deferrals: 1}
+		}
+		require.Len(t, sentOrder, 20, "the burst goes at once")
+		// Each deferred job comes back exactly at its NotBefore, in that order.
+		for i := 20; i < len(jobs); i++ {
+			j := &jobs[i]
+			d := s.Admit(j.ticket.NotBefore, j.ticket, 0, false)
+			require.True(t, d.Send, "job %d back at NotBefore: %+v", i, d)
+			sentAt, sentOrder = append(sentAt, j.ticket.NotBefore), append(sentOrder, i)
+		}
+		for i := range jobs {
+			assert.LessOrEqual(t, jobs[i].deferrals, 1)
+			assert.Equal(t, i, sentOrder[i], "sent in arrival order")
+		}
+		assert.Equal(t, stateT0.Add(280*100*time.Millisecond), sentAt[299], "the last at the bucket's rate")
+	})
+
+	t.Run("BusyTenantSpacesJobsByLatency", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.ObserveLatency(400 * time.Millisecond) // 2 held → one every 200ms
+		for i := 1; i <= 3; i++ {
+			d := s.Admit(stateT0, Ticket{}, 2, false)
+			assert.Equal(t, Decision{NotBefore: stateT0.Add(time.Duration(i) * 200 * time.Millisecond), Reserved: true, Reason: ReasonBusy}, d)
+		}
+		assert.Equal(t, 17.0, s.Bucket().Available(stateT0), "each busy job reserved a token")
+	})
+
+	t.Run("BusySpacingHasAFloor", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		d := s.Admit(stateT0, Ticket{}, 5, false)
+		assert.Equal(t, stateT0.Add(MinBusySpacing), d.NotBefore, "no latency measured yet")
+		s.ObserveLatency(time.Millisecond)
+		d = s.Admit(stateT0, Ticket{}, 5, false)
+		assert.Equal(t, stateT0.Add(2*MinBusySpacing), d.NotBefore)
+	})
+
+	t.Run("BusySlotsRestartAfterIdle", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.Admit(stateT0, Ticket{}, 2, false)
+		later := stateT0.Add(time.Minute)
+		d := s.Admit(later, Ticket{}, 2, false)
+		assert.Equal(t, later.Add(MinBusySpacing), d.NotBefore)
+	})
+
+	t.Run("BusyJobWaitsForItsTokenIfLater", func(t *testing.T) {
+		s := emptySchedule(t, stateSeedConfig)
+		for range 10 {
+			s.Bucket().Reserve(stateT0) // tokens reserved out to +1s
+		}
+		d := s.Admit(stateT0, Ticket{}, 2, false)
+		assert.Equal(t, Decision{NotBefore: stateT0.Add(1100 * time.Millisecond), Reserved: true, Reason: ReasonBusy}, d)
+	})
+
+	t.Run("BusyReservedJobKeepsItsTokenWithoutSecondCharge", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		d := s.Admit(stateT0, Ticket{Reserved: true}, 2, false)
+		assert.Equal(t, Decision{NotBefore: stateT0.Add(MinBusySpacing), Reserved: true, Reason: ReasonBusy}, d)
+		assert.Equal(t, 20.0, s.Bucket().Available(stateT0))
+	})
+
+	t.Run("BreakerOpenDefersToOpenUntilWithoutHoldingAToken", func(t *testing.T) {
+		s := openSchedule(t)
+		now := stateT0.Add(10 * time.Second)
+		d := s.Admit(now, Ticket{}, 0, false)
+		assert.Equal(t, Decision{NotBefore: stateT0.Add(stateOpenFor), Reason: ReasonBreakerOpen}, d)
+		assert.Equal(t, 20.0, s.Bucket().Available(now), "no token taken")
+	})
+
+	t.Run("BreakerOpenGivesAHeldTokenBack", func(t *testing.T) {
+		s := openSchedule(t)
+		s.Bucket().Reserve(stateT0)
+		d := s.Admit(stateT0, Ticket{Reserved: true}, 0, false)
+		assert.Equal(t, Decision{NotBefore: stateT0.Add(stateOpenFor), Reason: ReasonBreakerOpen}, d)
+		assert.Equal(t, 20.0, s.Bucket().Available(stateT0))
+	})
+
+	t.Run("BreakerOpenComesBeforeBusy", func(t *testing.T) {
+		s := openSchedule(t)
+		d := s.Admit(stateT0, Ticket{}, 2, false)
+		assert.Equal(t, ReasonBreakerOpen, d.Reason)
+	})
+
+	t.Run("HalfOpenLetsExactlyOneJobThrough", func(t *testing.T) {
+		s := openSchedule(t)
+		now := stateT0.Add(stateOpenFor)
+		d := s.Admit(now, Ticket{NotBefore: now}, 0, false)
+		assert.Equal(t, Decision{Send: true, Transition: Transition{From: BreakerOpen, To: BreakerHalfOpen}}, d)
+
+		d = s.Admit(now, Ticket{NotBefore: now}, 1, false)
+		assert.Equal(t, Decision{NotBefore: now.Add(ProbeInterval), Reserved: true, Reason: ReasonBreakerOpen}, d)
+		assert.Equal(t, 18.0, s.Bucket().Available(now), "the refused job keeps its token and its place")
+
+		require.True(t, s.Breaker().Success(now.Add(200*time.Millisecond)).Changed())
+		back := d.NotBefore
+		d = s.Admit(back, Ticket{NotBefore: d.NotBefore, Reserved: d.Reserved}, 0, false)
+		assert.Equal(t, Decision{Send: true}, d)
+	})
+
+	t.Run("DeferredJobsDoNotTakeTheHalfOpenTrial", func(t *testing.T) {
+		now := stateT0.Add(stateOpenFor)
+		tests := []struct {
+			name   string
+			ticket Ticket
+			held   int
+			paused bool
+			setup  func(*Schedule)
+			want   DeferReason
+		}{
+			{name: "Early", ticket: Ticket{NotBefore: now.Add(time.Second)}, want: ReasonEarly},
+			{name: "Paused", paused: true, want: ReasonPaused},
+			{name: "Busy", held: 2, want: ReasonBusy},
+			{name: "RateLimited", setup: func(s *Schedule) { s.Bucket().Drain(now) }, want: ReasonRateLimited},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := openSchedule(t)
+				if tt.setup != nil {
+					tt.setup(s)
+				}
+				d := s.Admit(now, tt.ticket, tt.held, tt.paused)
+				require.Equal(t, tt.want, d.Reason)
+				assert.False(t, d.Transition.Changed())
+				ok, _, tr := s.Breaker().Allow(now)
+				assert.True(t, ok, "the trial is still free")
+				assert.True(t, tr.Changed())
+			})
+		}
+	})
+
+	t.Run("SchedulesAreIndependent", func(t *testing.T) {
+		a := openSchedule(t)
+		b := emptySchedule(t, stateSeedConfig)
+		c := NewSchedule(stateSeedConfig, stateT0)
+		assert.Equal(t, ReasonBreakerOpen, a.Admit(stateT0, Ticket{}, 0, false).Reason)
+		assert.Equal(t, ReasonRateLimited, b.Admit(stateT0, Ticket{}, 0, false).Reason)
+		assert.True(t, c.Admit(stateT0, Ticket{}, 0, false).Send)
+	})
+}
+
+func TestScheduleThrottle(t *testing.T) {
+	cfg := ScheduleConfig{PerMinute: 80, Burst: 80}
+
+	t.Run("ThrottledHalvesRateAndReservesAtIt", func(t *testing.T) {
+		s := NewSchedule(cfg, stateT0)
+		notBefore := s.Throttled(stateT0)
+		assert.Equal(t, 40.0, s.Bucket().PerMinute())
+		assert.Equal(t, stateT0.Add(1500*time.Millisecond), notBefore, "unspent burst dropped; one token at 40/min")
+		assert.Equal(t, Decision{Send: true}, s.Admit(notBefore, Ticket{NotBefore: notBefore, Reserved: true}, 0, false))
+	})
+
+	t.Run("ThrottledHasAFloor", func(t *testing.T) {
+		s := NewSchedule(cfg, stateT0)
+		for range 20 {
+			s.Throttled(stateT0)
+		}
+		assert.Equal(t, MinPerMinute, s.Bucket().PerMinute())
+	})
+
+	t.Run("RecoverRestoresStepByStep", func(t *testing.T) {
+		s := NewSchedule(cfg, stateT0)
+		s.Throttled(stateT0)
+		s.Throttled(stateT0) // 20/min
+		steps := []struct {
+			at   time.Duration
+			want float64
+		}{
+			{RecoverAfter - time.Nanosecond, 20},
+			{RecoverAfter, 40},
+			{RecoverAfter + time.Second, 40},
+			{2*RecoverAfter - time.Nanosecond, 40},
+			{2 * RecoverAfter, 60},
+			{3 * RecoverAfter, 80},
+			{4 * RecoverAfter, 80},
+			{time.Hour, 80},
+		}
+		for _, st := range steps {
+			s.Recover(stateT0.Add(st.at))
+			assert.Equal(t, st.want, s.Bucket().PerMinute(), "at +%s", st.at)
+		}
+	})
+
+	t.Run("ThrottleRestartsRecovery", func(t *testing.T) {
+		s := NewSchedule(cfg, stateT0)
+		s.Throttled(stateT0)
+		s.Recover(stateT0.Add(RecoverAfter)) // 60
+		s.Throttled(stateT0.Add(RecoverAfter + time.Second))
+		assert.Equal(t, 30.0, s.Bucket().PerMinute())
+		s.Recover(stateT0.Add(2 * RecoverAfter))
+		assert.Equal(t, 30.0, s.Bucket().PerMinute(), "RecoverAfter counts from the last throttle")
+		s.Recover(stateT0.Add(2*RecoverAfter + time.Second))
+		assert.Equal(t, 50.0, s.Bucket().PerMinute())
+	})
+
+	t.Run("RecoverWithoutThrottleChangesNothing", func(t *testing.T) {
+		s := NewSchedule(cfg, stateT0)
+		s.Recover(stateT0.Add(time.Hour))
+		assert.Equal(t, 80.0, s.Bucket().PerMinute())
+	})
+}
+
+func TestScheduleRetry(t *testing.T) {
+	s := NewSchedule(stateSeedConfig, stateT0)
+	full := func(max time.Duration) time.Duration { return max }
+	tests := []struct {
+		name    string
+		attempt int
+		want    time.Duration
+	}{
+		{"FirstRetryAfterOneSecond", 1, time.Second},
+		{"SecondDoubles", 2, 2 * time.Second},
+		{"ThirdDoublesAgain", 3, 4 * time.Second},
+		{"NinthIs256s", 9, 256 * time.Second},
+		{"TenthIsCapped", 10, MaxBackoff},
+		{"HugeAttemptIsCapped", 1000, MaxBackoff},
+		{"ZeroCountsAsFirst", 0, time.Second},
+		{"NegativeCountsAsFirst", -3, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked time.Duration
+			jitter := func(max time.Duration) time.Duration { asked = max; return full(max) }
+			assert.Equal(t, stateT0.Add(tt.want), s.Retry(stateT0, tt.attempt, jitter))
+			assert.Equal(t, tt.want, asked, "jitter gets the backoff as its bound")
+		})
+	}
+	t.Run("FullJitterCanRetryAtOnce", func(t *testing.T) {
+		zero := func(time.Duration) time.Duration { return 0 }
+		assert.Equal(t, stateT0, s.Retry(stateT0, 5, zero))
+	})
+	t.Run("OutOfRangeJitterIsClamped", func(t *testing.T) {
+		tooLong := func(max time.Duration) time.Duration { return 2 * max }
+		negative := func(time.Duration) time.Duration { return -time.Hour }
+		assert.Equal(t, stateT0.Add(4*time.Second), s.Retry(stateT0, 3, tooLong))
+		assert.Equal(t, stateT0, s.Retry(stateT0, 3, negative))
+	})
+	t.Run("NilJitterWaitsTheWholeBackoff", func(t *testing.T) {
+		assert.Equal(t, stateT0.Add(MaxBackoff), s.Retry(stateT0, 20, nil))
+	})
+	t.Run("RetryLeavesTenantStateAlone", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.Retry(stateT0, 3, full)
+		assert.Equal(t, 20.0, s.Bucket().Available(stateT0))
+	})
+}
+
+func TestSchedulePairRate(t *testing.T) {
+	s := NewSchedule(stateSeedConfig, stateT0)
+	before := s.Stats(stateT0)
+	assert.Equal(t, stateT0.Add(6*time.Second), s.PairRate(stateT0))
+	assert.Equal(t, before, s.Stats(stateT0), "tenant state untouched")
+}
+
+func TestScheduleLatency(t *testing.T) {
+	t.Run("FirstSampleIsTakenAsIs", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.ObserveLatency(100 * time.Millisecond)
+		assert.Equal(t, 100*time.Millisecond, s.Stats(stateT0).LatencyEWMA)
+	})
+	t.Run("LaterSamplesWeighAFifth", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.ObserveLatency(100 * time.Millisecond)
+		s.ObserveLatency(200 * time.Millisecond)
+		assert.Equal(t, 120*time.Millisecond, s.Stats(stateT0).LatencyEWMA)
+		s.ObserveLatency(-time.Second)
+		assert.Equal(t, 120*time.Millisecond, s.Stats(stateT0).LatencyEWMA, "negative ignored")
+	})
+}
+
+func TestScheduleStats(t *testing.T) {
+	t.Run("FreshSchedule", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		assert.Equal(t, ScheduleStats{
+			TokensAvailable:    20,
+			TokensMax:          20,
+			EffectivePerMinute: 600,
+			NextSlot:           stateT0,
+			Breaker:            BreakerStats{State: BreakerClosed},
+		}, s.Stats(stateT0))
+	})
+	t.Run("NextSlotFollowsReservations", func(t *testing.T) {
+		s := emptySchedule(t, stateSeedConfig)
+		s.Admit(stateT0, Ticket{}, 0, false)
+		st := s.Stats(stateT0)
+		assert.Equal(t, -1.0, st.TokensAvailable)
+		assert.Equal(t, stateT0.Add(200*time.Millisecond), st.NextSlot)
+	})
+	t.Run("NextSlotWaitsForOpenBreaker", func(t *testing.T) {
+		s := openSchedule(t)
+		st := s.Stats(stateT0)
+		assert.Equal(t, stateT0.Add(stateOpenFor), st.NextSlot)
+		assert.Equal(t, BreakerOpen, st.Breaker.State)
+	})
+	t.Run("ZeroConfigTakesSeedDefaults", func(t *testing.T) {
+		s := NewSchedule(ScheduleConfig{}, stateT0)
+		st := s.Stats(stateT0)
+		assert.Equal(t, 80, st.TokensMax)
+		assert.Equal(t, 80.0, st.EffectivePerMinute)
+		for range 4 {
+			s.Breaker().Failure(stateT0)
+		}
+		assert.True(t, s.Breaker().Failure(stateT0).Changed(), "fifth failure opens")
+		assert.Equal(t, stateT0.Add(60*time.Second), s.Stats(stateT0).Breaker.OpenUntil)
+		s.Breaker().Reset(stateT0)
+		assert.Equal(t, ReasonBusy, s.Admit(stateT0, Ticket{}, DefaultMaxHeld, false).Reason)
+	})
+}
+
+func BenchmarkScheduleAdmit(b *testing.B) {
+	s := NewSchedule(ScheduleConfig{PerMinute: 600, Burst: 100}, stateT0)
+	now := stateT0
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(100 * time.Millisecond) // one token per job: the send path
+		s.Admit(now, Ticket{}, 0, false)
+	}
+}

@@ -1,0 +1,482 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// MaxCrashes is how many times a job may be in hand when its tenant actor
+// crashes before it is dead-lettered as poison.
+const MaxCrashes = 3
+
+// tenantActor is one incarnation of a tenant's actor; its state outlives it.
+type tenantActor struct {
+	st   *TenantState
+	deps *Config
+	log  *slog.Logger
+}
+
+func newTenantProps(st *TenantState, deps *Config) *actor.Props {
+	logger := deps.Logger.With(slog.String("tenantId", st.cfg.ID))
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &tenantActor{st: st, deps: deps, log: logger}
+	})
+}
+
+func (a *tenantActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.pump(ctx)
+	case *actor.Restarting:
+		a.recoverFromCrash(ctx)
+	case *messages.Dispatch:
+		a.st.current = msg
+		a.dispatch(ctx, msg)
+		a.st.current = nil
+	case *messages.SendDone:
+		a.st.current = msg.Dispatch
+		a.sendDone(ctx, msg)
+		a.st.current = nil
+	case *messages.GetTenant:
+		ctx.Respond(a.info())
+	case *messages.ResetBreaker:
+		now := a.deps.Clock.Now()
+		if tr := a.st.sched.Breaker().Reset(now); tr.Changed() {
+			a.logTransition(tr, now)
+		}
+		ctx.Respond(a.info())
+	case *messages.PauseTenant:
+		a.st.paused = true
+		a.log.Info("tenant_paused")
+		ctx.Respond(a.info())
+	case *messages.ResumeTenant:
+		a.st.paused = false
+		a.st.quarantined = false
+		a.st.restartTimes = nil
+		a.log.Info("tenant_resumed")
+		ctx.Respond(a.info())
+	}
+}
+
+func (a *tenantActor) info() *messages.TenantInfo {
+	info := a.st.info(a.deps.Clock.Now(), true)
+	return &info
+}
+
+// dispatch decides what to do with a job that just arrived.
+func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
+	st := a.st
+	now := a.deps.Clock.Now()
+	if !m.State.NotBefore.IsZero() && st.deferred > 0 {
+		st.deferred--
+	}
+	if m.State.FirstSeen.IsZero() {
+		m.State.FirstSeen = now
+	}
+	if m.State.Crashes >= MaxCrashes {
+		a.deadLetter(m, messages.ReasonPoison, fmt.Sprintf("tenant actor crashed %d times handling it", m.State.Crashes), nil)
+		return
+	}
+	if maxAge := st.cfg.MaxAge; maxAge > 0 && now.Sub(m.State.FirstSeen) > maxAge {
+		a.deadLetter(m, messages.ReasonExpired, fmt.Sprintf("older than max_age %s", maxAge), nil)
+		return
+	}
+	if wamid, ok := st.recent.get(m.Job.InternalID); ok {
+		a.log.Info("duplicate_suppressed", slog.String("internalId", m.Job.InternalID), slog.String("wamid", wamid))
+		a.complete(m, messages.Result{Status: messages.StatusSent, WAMID: wamid, Attempts: m.State.Attempts})
+		return
+	}
+	ticket := Ticket{NotBefore: m.State.NotBefore, Reserved: m.State.Reservation != "" && m.State.Reservation == st.epoch}
+	d := st.sched.Admit(now, ticket, st.held(), st.paused || st.quarantined)
+	if d.Transition.Changed() {
+		a.logTransition(d.Transition, now)
+	}
+	if !d.Send {
+		a.deferJob(m, now, d.NotBefore, d.Reserved, d.Reason)
+		return
+	}
+	m.State.Reservation = ""
+	if st.sending == nil {
+		a.startSend(ctx, m)
+		return
+	}
+	st.waiting = append(st.waiting, m)
+}
+
+// pump starts the next waiting job when nothing is being sent.
+func (a *tenantActor) pump(ctx actor.Context) {
+	st := a.st
+	for st.sending == nil && len(st.waiting) > 0 {
+		m := st.waiting[0]
+		st.waiting[0] = nil
+		st.waiting = st.waiting[1:]
+		now := a.deps.Clock.Now()
+		if st.paused || st.quarantined {
+			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
+			continue
+		}
+		// The job was admitted with a token; only the breaker may have
+		// changed its mind since.
+		ok, retryAt, tr := st.sched.Breaker().Allow(now)
+		if tr.Changed() {
+			a.logTransition(tr, now)
+		}
+		if !ok {
+			a.deferJob(m, now, retryAt, true, ReasonBreakerOpen)
+			continue
+		}
+		a.startSend(ctx, m)
+	}
+}
+
+// startSend runs the Meta call on a goroutine of its own and reports back
+// with a SendDone, so the mailbox keeps answering while the call runs.
+func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
+	st := a.st
+	st.sending = m
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
+	go func() {
+		done := &messages.SendDone{Dispatch: m}
+		defer func() {
+			if r := recover(); r != nil {
+				done.Panic = r
+			}
+			root.Send(self, done)
+		}()
+		start := time.Now()
+		token, err := tokens.Token()
+		if err != nil {
+			done.Err, done.Duration = err, time.Since(start)
+			return
+		}
+		resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
+		done.Calls = 1
+		if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
+			done.CacheInvalidated = true
+			changed, rerr := tokens.Refresh()
+			if rerr == nil && changed {
+				done.TokenChanged = true
+				if token, terr := tokens.Token(); terr == nil {
+					resp, err = sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
+					done.Calls = 2
+				}
+			}
+		}
+		done.WAMID, done.Err, done.Duration = resp.WAMID, err, time.Since(start)
+	}()
+}
+
+// sendDone applies a send's outcome to the tenant's state and settles the job.
+func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
+	st := a.st
+	if st.sending == r.Dispatch {
+		st.sending = nil
+	}
+	if r.Panic != nil {
+		panic(fmt.Sprintf("send for %s panicked: %v", r.Dispatch.Job.InternalID, r.Panic))
+	}
+	defer a.pump(ctx)
+	m := r.Dispatch
+	now := a.deps.Clock.Now()
+	m.State.Attempts += r.Calls
+	st.sched.ObserveLatency(r.Duration)
+	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
+	brk := st.sched.Breaker()
+
+	if r.CacheInvalidated {
+		a.log.Error("meta_api_auth_error",
+			slog.String("internalId", m.Job.InternalID),
+			slog.Int("errorCode", apiCode(r.Err)),
+			slog.String("fbtrace", apiTrace(r.Err)),
+			slog.Bool("cacheInvalidated", true),
+			slog.Bool("tokenChanged", r.TokenChanged))
+	}
+	class := whatsapp.Classify(r.Err)
+	if class != whatsapp.ClassAccepted {
+		st.lastError, st.lastErrorAt = errorSummary(r.Err), now
+		a.logAPIError(m, r)
+	}
+	switch class {
+	case whatsapp.ClassAccepted:
+		if tr := brk.Success(now); tr.Changed() {
+			a.logTransition(tr, now)
+		}
+		st.sched.Recover(now)
+		if st.recent == nil {
+			st.recent = newIDCache(a.deps.DedupeSize)
+		}
+		st.recent.add(m.Job.InternalID, r.WAMID)
+		a.log.Info("message_delivered",
+			slog.String("internalId", m.Job.InternalID),
+			slog.String("wamid", r.WAMID),
+			slog.Int64("duration", r.Duration.Milliseconds()),
+			slog.Int("retryCount", m.State.Attempts-1))
+		a.complete(m, messages.Result{Status: messages.StatusSent, WAMID: r.WAMID, Attempts: m.State.Attempts})
+	case whatsapp.ClassThrottled:
+		brk.Release(now)
+		nb := st.sched.Throttled(now)
+		a.deferJob(m, now, nb, true, ReasonThrottled)
+	case whatsapp.ClassPairRate:
+		brk.Release(now)
+		a.deferJob(m, now, st.sched.PairRate(now), true, ReasonPairRate)
+	case whatsapp.ClassPermanent:
+		if tr := brk.Neutral(now); tr.Changed() {
+			a.logTransition(tr, now)
+		}
+		a.fail(m, r.Err)
+	default: // auth that a fresh token did not fix, tenant blocked, transient
+		if tr := brk.Failure(now); tr.Changed() {
+			a.logTransition(tr, now)
+		}
+		if m.State.Attempts >= st.cfg.MaxAttempts {
+			a.deadLetter(m, messages.ReasonRetriesExhausted,
+				fmt.Sprintf("%d attempts, last: %s", m.State.Attempts, errorSummary(r.Err)), r.Err)
+			return
+		}
+		a.deferJob(m, now, st.sched.Retry(now, m.State.Attempts, a.deps.Jitter), false, ReasonRetry)
+	}
+}
+
+// deferJob hands the job back to the broker through the delay tier that
+// returns it at notBefore, then acks the original.
+func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, reserved bool, reason DeferReason) {
+	st := a.st
+	state := m.State
+	state.NotBefore = notBefore
+	state.Reservation = ""
+	if reserved {
+		state.Reservation = st.epoch
+	}
+	wait := notBefore.Sub(now)
+	if reason != ReasonEarly {
+		state.Deferrals++
+		st.deferredTotal++
+		a.deps.Observer.Deferred(st.cfg.ID, reason.String())
+	}
+	st.deferred++
+	// A job back early is only taking the next delay tier: not a deferral.
+	level, event := slog.LevelInfo, "message_deferred"
+	if reason == ReasonEarly {
+		level, event = slog.LevelDebug, "message_rescheduled"
+	}
+	if reason == ReasonRateLimited {
+		stats := st.sched.Stats(now)
+		a.log.Warn("rate_limit_exceeded",
+			slog.String("internalId", m.Job.InternalID),
+			slog.Group("rateLimit", slog.Float64("available", max(0, stats.TokensAvailable)), slog.Int("max", stats.TokensMax)),
+			slog.Int64("delayMs", wait.Milliseconds()))
+	}
+	a.log.Log(a.deps.Context, level, event,
+		slog.String("internalId", m.Job.InternalID),
+		slog.String("reason", reason.String()),
+		slog.Int64("delayMs", wait.Milliseconds()),
+		slog.Int("retryCount", state.Attempts))
+	headers := map[string]any{messages.HeaderDeferReason: reason.String()}
+	state.WriteTo(headers)
+	b := a.deps.Broker
+	a.settle(m, b.DeferMessage(m.Delivery, wait, headers))
+}
+
+// complete publishes a terminal result for a job and acks it.
+func (a *tenantActor) complete(m *messages.Dispatch, res messages.Result) {
+	now := a.deps.Clock.Now()
+	if res.Status == messages.StatusSent {
+		a.st.sent++
+	}
+	a.deps.Observer.JobOutcome(a.st.cfg.ID, res.Status)
+	a.settle(m, a.resultMessage(m, res, now))
+}
+
+func (a *tenantActor) resultMessage(m *messages.Dispatch, res messages.Result, now time.Time) broker.Message {
+	res.TenantID, res.InternalID, res.Metadata = m.Job.TenantID, m.Job.InternalID, m.Job.Metadata
+	res.At = messages.FormatTime(now)
+	if !m.State.FirstSeen.IsZero() {
+		res.DurationMs = now.Sub(m.State.FirstSeen).Milliseconds()
+	}
+	return a.deps.Broker.ResultMessage(res.Status, res.Marshal())
+}
+
+// fail reports a permanent error: a failed result, and the job to the DLQ.
+func (a *tenantActor) fail(m *messages.Dispatch, err error) {
+	now := a.deps.Clock.Now()
+	a.st.failed++
+	res := messages.Result{Status: messages.StatusFailed, Attempts: m.State.Attempts}
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		res.ErrorCode, res.ErrorMessage, res.FBTraceID = apiErr.Code, apiErr.Message, apiErr.FBTraceID
+	} else if err != nil {
+		res.ErrorMessage = err.Error()
+	}
+	a.log.Warn("message_failed",
+		slog.String("internalId", m.Job.InternalID),
+		slog.Int("errorCode", res.ErrorCode),
+		slog.String("fbtrace", res.FBTraceID),
+		slog.Int("retryCount", m.State.Attempts-1))
+	a.deps.Observer.JobOutcome(a.st.cfg.ID, messages.StatusFailed)
+	headers := a.dlqHeaders(m, messages.ReasonPermanentError, res.ErrorMessage, err)
+	a.settle(m, a.resultMessage(m, res, now), a.deps.Broker.DeadLetterMessage(m.Delivery, headers))
+}
+
+// deadLetter sends the job to the DLQ with a dead_lettered result.
+func (a *tenantActor) deadLetter(m *messages.Dispatch, reason, detail string, err error) {
+	now := a.deps.Clock.Now()
+	a.st.deadLettered++
+	a.log.Warn("message_dead_lettered",
+		slog.String("internalId", m.Job.InternalID),
+		slog.String("reason", reason),
+		slog.String("detail", detail),
+		slog.Int("retryCount", max(0, m.State.Attempts-1)))
+	a.deps.Observer.JobOutcome(a.st.cfg.ID, messages.StatusDeadLettered)
+	res := messages.Result{Status: messages.StatusDeadLettered, Attempts: m.State.Attempts, Reason: reason}
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		res.ErrorCode, res.ErrorMessage, res.FBTraceID = apiErr.Code, apiErr.Message, apiErr.FBTraceID
+	}
+	headers := a.dlqHeaders(m, reason, detail, err)
+	a.settle(m, a.resultMessage(m, res, now), a.deps.Broker.DeadLetterMessage(m.Delivery, headers))
+}
+
+func (a *tenantActor) dlqHeaders(m *messages.Dispatch, reason, detail string, err error) map[string]any {
+	h := map[string]any{messages.HeaderDLQReason: reason}
+	if detail != "" {
+		h[messages.HeaderDLQDetail] = detail
+	}
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		h[messages.HeaderErrorCode] = int64(apiErr.Code)
+		if apiErr.FBTraceID != "" {
+			h[messages.HeaderFBTraceID] = apiErr.FBTraceID
+		}
+	}
+	state := m.State
+	state.NotBefore, state.Reservation = time.Time{}, ""
+	state.WriteTo(h)
+	return h
+}
+
+// settle publishes what replaces a job and acks it, off the actor.
+func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
+	b, ctx, log := a.deps.Broker, a.deps.Context, a.log
+	go func() {
+		if err := b.Settle(ctx, m.Delivery, msgs...); err != nil {
+			log.Error("settle_failed", slog.String("internalId", m.Job.InternalID), slog.String("error", err.Error()))
+		}
+	}()
+}
+
+// recoverFromCrash runs on the crashed incarnation before its replacement
+// starts: the job in hand goes back to the queue with its crash counted, or
+// to the DLQ as poison after MaxCrashes, and is dropped from the state.
+func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
+	st := a.st
+	now := a.deps.Clock.Now()
+	st.restarts++
+	a.deps.Observer.TenantRestarted(st.cfg.ID)
+	st.restartTimes = append(st.restartTimes, now)
+	cutoff := now.Add(-a.deps.QuarantineWindow)
+	for len(st.restartTimes) > 0 && st.restartTimes[0].Before(cutoff) {
+		st.restartTimes = st.restartTimes[1:]
+	}
+	if !st.quarantined && len(st.restartTimes) >= a.deps.QuarantineAfter {
+		st.quarantined = true
+		a.log.Error("tenant_quarantined", slog.Int("restarts", len(st.restartTimes)),
+			slog.String("window", a.deps.QuarantineWindow.String()))
+	}
+	m := st.current
+	st.current = nil
+	if m == nil {
+		return
+	}
+	if st.sending == m {
+		st.sending = nil
+	}
+	for i, w := range st.waiting {
+		if w == m {
+			st.waiting = append(st.waiting[:i], st.waiting[i+1:]...)
+			break
+		}
+	}
+	m.State.Crashes++
+	if m.State.Crashes >= MaxCrashes {
+		a.deadLetter(m, messages.ReasonPoison, fmt.Sprintf("tenant actor crashed %d times handling it", m.State.Crashes), nil)
+		return
+	}
+	a.log.Warn("message_requeued", slog.String("internalId", m.Job.InternalID),
+		slog.Int("crashes", m.State.Crashes))
+	headers := map[string]any{}
+	state := m.State
+	state.NotBefore, state.Reservation = time.Time{}, ""
+	state.WriteTo(headers)
+	a.settle(m, a.deps.Broker.RequeueMessage(m.Delivery, headers))
+}
+
+func (a *tenantActor) logTransition(tr Transition, now time.Time) {
+	stats := a.st.sched.Breaker().Stats(now)
+	switch tr.To {
+	case BreakerOpen:
+		a.log.Warn("circuit_breaker_opened",
+			slog.Int("failureCount", stats.ConsecutiveFailures),
+			slog.String("circuitState", tr.To.String()),
+			slog.Time("openUntil", stats.OpenUntil))
+	case BreakerHalfOpen:
+		a.log.Info("circuit_breaker_half_open", slog.String("circuitState", tr.To.String()))
+	case BreakerClosed:
+		a.log.Info("circuit_breaker_closed", slog.String("circuitState", tr.To.String()))
+	}
+}
+
+func (a *tenantActor) logAPIError(m *messages.Dispatch, r *messages.SendDone) {
+	attrs := []slog.Attr{
+		slog.String("internalId", m.Job.InternalID),
+		slog.String("class", whatsapp.Classify(r.Err).String()),
+		slog.Int("retryCount", m.State.Attempts-1),
+		slog.Int64("duration", r.Duration.Milliseconds()),
+		slog.String("error", r.Err.Error()),
+	}
+	var apiErr *whatsapp.APIError
+	if errors.As(r.Err, &apiErr) {
+		attrs = append(attrs,
+			slog.Int("errorCode", apiErr.Code),
+			slog.Int("errorSubcode", apiErr.Subcode),
+			slog.String("fbtrace", apiErr.FBTraceID),
+			slog.Int("httpStatus", apiErr.HTTPStatus))
+	}
+	a.log.LogAttrs(a.deps.Context, slog.LevelWarn, "meta_api_error", attrs...)
+}
+
+func apiCode(err error) int {
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code
+	}
+	return 0
+}
+
+func apiTrace(err error) string {
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.FBTraceID
+	}
+	return ""
+}
+
+func errorSummary(err error) string {
+	if err == nil {
+		return ""
+	}
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		return "code " + strconv.Itoa(apiErr.Code) + ": " + apiErr.Message
+	}
+	return err.Error()
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// testTenant is a tenant of a harness: its config line and its token.
+type testTenant struct {
+	ID    string
+	Phone string
+	Token string
+	// Extra is appended to the tenant's YAML entry (e.g. a rate_limit).
+	Extra string
+}
+
+// harness runs a whole worker against the real broker and the fake Meta
+// server, on queues of its own.
+type harness struct {
+	tb      testing.TB
+	fake    *testkit.FakeMeta
+	topo    broker.Topology
+	cfg     config.Config
+	worker  *Worker
+	ch      *amqp.Channel
+	logs    *syncBuffer
+	tenants map[string]testTenant
+	stop    func()
+}
+
+type harnessOptions struct {
+	Defaults string          // YAML of the defaults block
+	Sender   whatsapp.Sender // wraps the real client when set by wrapSender
+	Args     []string        // extra flags for config.Load
+	// WrapSender, when set, wraps the Graph client (to inject panics).
+	WrapSender func(whatsapp.Sender) whatsapp.Sender
+}
+
+func defaultTenants(n int) []testTenant {
+	out := make([]testTenant, n)
+	for i := range out {
+		id := fmt.Sprintf("tenant%02d", i)
+		out[i] = testTenant{ID: id, Phone: fmt.Sprintf("1000000000%05d", i), Token: "EAAtoken-" + id + "-s3cr3t"}
+	}
+	return out
+}
+
+// startHarness starts the fake Meta and a worker for tenants; both stop
+// when the test ends.
+func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *harness {
+	tb.Helper()
+	h := &harness{tb: tb, fake: testkit.StartFakeMeta(tb), topo: testkit.Topology(tb), logs: &syncBuffer{},
+		tenants: map[string]testTenant{}}
+	env := map[string]string{}
+	var file strings.Builder
+	defaults := opts.Defaults
+	if defaults == "" {
+		defaults = "rate_limit: {per_minute: 60000, burst: 1000}\n  breaker: {failure_threshold: 5, open_for: 60s}\n  max_attempts: 10"
+	}
+	fmt.Fprintf(&file, "defaults:\n  %s\ntenants:\n", defaults)
+	for _, t := range tenants {
+		h.tenants[t.ID] = t
+		v := "TOKEN_" + strings.ToUpper(t.ID)
+		env[v] = t.Token
+		h.fake.AddTenant(t.Phone, t.Token)
+		fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: %s\n", t.ID, t.Phone, v)
+		if t.Extra != "" {
+			fmt.Fprintf(&file, "    %s\n", t.Extra)
+		}
+	}
+	path := filepath.Join(tb.TempDir(), "tenants.yaml")
+	require.NoError(tb, os.WriteFile(path, []byte(file.String()), 0o600))
+	getenv := func(k string) string { return env[k] }
+	args := append([]string{
+		"--amqp-url", testkit.AMQPURL(), "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
+		"--tenants-file", path, "--meta-base-url", h.fake.URL(), "--meta-timeout", "2s",
+		"--admin-addr", "off", "--log-level", "debug", "--shutdown-timeout", "5s",
+	}, opts.Args...)
+	cfg, err := config.Load(getenv, args, &bytes.Buffer{})
+	require.NoError(tb, err)
+	h.cfg = cfg
+	var sender whatsapp.Sender
+	if opts.WrapSender != nil {
+		sender = opts.WrapSender(whatsapp.NewClient(cfg.MetaBaseURL, cfg.MetaAPIVersion, cfg.MetaTimeout))
+	}
+	w, err := NewWorker(context.Background(), cfg, workerOptions{Logs: h.logs, Getenv: getenv, Sender: sender})
+	require.NoError(tb, err)
+	h.worker = w
+	h.ch = testkit.Channel(tb)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				assert.NoError(tb, err, "worker run")
+			case <-time.After(30 * time.Second):
+				tb.Errorf("worker did not stop within 30s")
+			}
+		})
+	}
+	tb.Cleanup(func() {
+		h.stop()
+		h.checkLogs()
+	})
+	return h
+}
+
+// job builds a valid job body for a tenant.
+func job(tenant, internalID, to string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"tenantId": tenant, "internalId": internalID, "extra": map[string]any{"k": 1}},
+		"wabaPayload": map[string]any{"messaging_product": "whatsapp", "recipient_type": "individual",
+			"to": to, "type": "text", "text": map[string]any{"body": "job " + internalID}},
+	})
+	return b
+}
+
+func (h *harness) publish(body []byte) { testkit.Publish(h.tb, h.ch, h.topo.Queue, body, nil) }
+
+// results collects n results, keyed by internal id, failing on a duplicate.
+func (h *harness) results(n int, timeout time.Duration) map[string]messages.Result {
+	h.tb.Helper()
+	out := map[string]messages.Result{}
+	for _, d := range testkit.Collect(h.tb, h.ch, h.topo.ResultsQueue(), n, timeout) {
+		var r messages.Result
+		require.NoError(h.tb, json.Unmarshal(d.Body, &r), "result body %s", d.Body)
+		_, dup := out[r.InternalID]
+		assert.False(h.tb, dup, "two results for %s", r.InternalID)
+		assert.Equal(h.tb, r.Status, d.RoutingKey, "routing key is the status")
+		out[r.InternalID] = r
+	}
+	return out
+}
+
+// dlq collects n dead letters.
+func (h *harness) dlq(n int, timeout time.Duration) []amqp.Delivery {
+	h.tb.Helper()
+	return testkit.Collect(h.tb, h.ch, h.topo.DLQ(), n, timeout)
+}
+
+func (h *harness) depth(queue string) int { return testkit.Depth(h.tb, h.ch, queue) }
+
+// checkLogs asserts what every test's logs must satisfy: each line is a
+// JSON object with the required keys, and no tenant token or broker
+// password appears anywhere.
+func (h *harness) checkLogs() {
+	h.tb.Helper()
+	out := h.logs.String()
+	for _, t := range h.tenants {
+		assert.NotContains(h.tb, out, t.Token, "a tenant token reached the logs")
+	}
+	if pw := h.cfg.AMQPPassword(); len(pw) > 3 {
+		assert.NotContains(h.tb, out, pw, "the broker password reached the logs")
+	}
+	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if !assert.NoError(h.tb, json.Unmarshal([]byte(line), &m), "log line %d is not JSON: %s", i, line) {
+			continue
+		}
+		for _, k := range []string{"timestamp", "level", "service", "version", "event"} {
+			assert.Contains(h.tb, m, k, "log line %d lacks %q: %s", i, k, line)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// events returns the parsed log lines whose event is name.
+func (h *harness) events(name string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if !strings.Contains(line, `"`+name+`"`) {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/logging"
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// workerOptions are the seams tests and the demo use; the zero value runs
+// the real thing.
+type workerOptions struct {
+	Logs    io.Writer       // log output (default stdout)
+	Sender  whatsapp.Sender // replaces the Graph API client
+	Clock   actors.Clock
+	Getenv  func(string) string
+	Secrets *logging.Secrets
+}
+
+// Worker is one wadispatch process: broker, actor system, router.
+type Worker struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	secrets *logging.Secrets
+	broker  *broker.Broker
+	system  *actor.ActorSystem
+	router  *actor.PID
+	// work bounds sends and settlements; it is cancelled only when the
+	// shutdown timeout has passed.
+	work       context.Context
+	cancelWork context.CancelFunc
+}
+
+// NewWorker connects to the broker, declares the topology and starts the
+// actors. Consuming starts with Run.
+func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Worker, error) {
+	if opts.Logs == nil {
+		opts.Logs = io.Discard
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = func(string) string { return "" }
+	}
+	secrets := opts.Secrets
+	if secrets == nil {
+		secrets = logging.NewSecrets()
+	}
+	secrets.Add(logging.URLPasswords(cfg.AMQPURL)...)
+	if cfg.AdminToken != "" {
+		secrets.Add(cfg.AdminToken)
+	}
+	tokens := make(map[string]whatsapp.TokenSource, len(cfg.Tenants))
+	for _, t := range cfg.Tenants {
+		var src whatsapp.TokenSource
+		if t.AccessTokenFile != "" {
+			src = whatsapp.NewFileToken(t.AccessTokenFile)
+		} else {
+			src = whatsapp.NewEnvToken(t.AccessTokenEnv, opts.Getenv)
+		}
+		src = registeringToken{src, secrets}
+		if _, err := src.Token(); err != nil {
+			return nil, fmt.Errorf("%w: tenant %q: %v", config.ErrConfig, t.ID, err)
+		}
+		tokens[t.ID] = src
+	}
+	logger := logging.New(opts.Logs, logging.Options{Level: cfg.LogLevel, Version: version, Secrets: secrets})
+	sender := opts.Sender
+	if sender == nil {
+		sender = whatsapp.NewClient(cfg.MetaBaseURL, cfg.MetaAPIVersion, cfg.MetaTimeout)
+	}
+	b, err := broker.Dial(ctx, broker.Options{
+		URL:      cfg.AMQPURL,
+		Topology: broker.NewTopology(cfg.Queue, cfg.ResultsExchange),
+		Logger:   logger,
+		Prefetch: cfg.Prefetch,
+	})
+	if err != nil {
+		return nil, err
+	}
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return logger.With(slog.String("component", "protoactor"))
+	}))
+	work, cancelWork := context.WithCancel(context.Background())
+	router, err := system.Root.SpawnNamed(actors.NewRouterProps(actors.Config{
+		Tenants: cfg.Tenants,
+		Tokens:  tokens,
+		Sender:  sender,
+		Broker:  b,
+		Clock:   opts.Clock,
+		Logger:  logger,
+		Context: work,
+	}), "router")
+	if err != nil {
+		cancelWork()
+		_ = b.Close()
+		return nil, fmt.Errorf("spawn router: %w", err)
+	}
+	return &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
+		router: router, work: work, cancelWork: cancelWork}, nil
+}
+
+// Run consumes jobs until ctx ends, then shuts down: it stops consuming,
+// lets the jobs in hand finish within the shutdown timeout (whatever is not
+// settled by then goes back to the queue unacked), stops the actors and
+// closes the broker connections.
+func (w *Worker) Run(ctx context.Context) error {
+	consume, stopConsume := context.WithCancel(context.Background())
+	deliveries := make(chan *broker.Delivery)
+	consumed := make(chan error, 1)
+	go func() { consumed <- w.broker.Run(consume, deliveries) }()
+	w.logger.Info("worker_started", slog.Int("tenants", len(w.cfg.Tenants)), slog.String("queue", w.cfg.Queue))
+	root := w.system.Root
+loop:
+	for {
+		select {
+		case d := <-deliveries:
+			root.Send(w.router, &messages.Deliver{Delivery: d})
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	start := time.Now()
+	w.logger.Info("worker_stopping", slog.Int("unsettled", w.broker.Unsettled()))
+	stopConsume()
+	<-consumed
+	drain, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
+	defer cancel()
+	settleErr := w.broker.WaitSettled(drain)
+	w.cancelWork()
+	_ = root.PoisonFuture(w.router).Wait()
+	err := w.broker.Close()
+	w.system.Shutdown()
+	w.logger.Info("worker_stopped", slog.Int64("duration", time.Since(start).Milliseconds()),
+		slog.Int("handedBack", w.broker.Unsettled()))
+	if settleErr != nil {
+		w.logger.Warn("shutdown_timeout", slog.String("error", settleErr.Error()))
+	}
+	return err
+}
+
+// Router is the router actor's PID, for admin questions.
+func (w *Worker) Router() *actor.PID { return w.router }
+
+// System is the worker's actor system.
+func (w *Worker) System() *actor.ActorSystem { return w.system }
+
+// Ready reports whether the worker is consuming.
+func (w *Worker) Ready() bool { return w.broker.Ready() }
+
+// registeringToken registers every token it hands out with the log
+// redactor, so a rotated token is scrubbed as soon as it is read.
+type registeringToken struct {
+	whatsapp.TokenSource
+	secrets *logging.Secrets
+}
+
+func (r registeringToken) Token() (string, error) {
+	tok, err := r.TokenSource.Token()
+	if err == nil {
+		r.secrets.Add(tok)
+	}
+	return tok, err
+}
+
+func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(getenv, args, stderr)
+	if err != nil {
+		return err
+	}
+	w, err := NewWorker(ctx, cfg, workerOptions{Logs: stdout, Getenv: getenv})
+	if err != nil {
+		if errors.Is(err, config.ErrConfig) {
+			return err
+		}
+		return fmt.Errorf("start: %w", err)
+	}
+	return w.Run(ctx)
+}

@@ -1,0 +1,54 @@
+package messages
+
+import "time"
+
+// ListTenants asks the router for every configured tenant's TenantInfo; the
+// answer is a *TenantList.
+type ListTenants struct{}
+
+// GetTenant asks for one tenant's *TenantInfo (or *TenantNotFound).
+type GetTenant struct{ TenantID string }
+
+// ResetBreaker closes a tenant's breaker; the answer is its *TenantInfo.
+type ResetBreaker struct{ TenantID string }
+
+// PauseTenant stops sends for a tenant: its jobs are deferred, not sent and
+// not lost. The answer is its *TenantInfo.
+type PauseTenant struct{ TenantID string }
+
+// ResumeTenant undoes PauseTenant and lifts a crash quarantine.
+type ResumeTenant struct{ TenantID string }
+
+// TenantNotFound answers an admin message naming no configured tenant.
+type TenantNotFound struct{ TenantID string }
+
+// TenantList answers ListTenants, ordered by tenant id.
+type TenantList struct{ Tenants []TenantInfo }
+
+// TenantInfo is one tenant's state as its actor reports it.
+type TenantInfo struct {
+	ID                  string    `json:"id"`
+	Active              bool      `json:"active"` // has an actor (has seen a job or an admin command)
+	CircuitState        string    `json:"circuitState"`
+	ConsecutiveFailures int       `json:"consecutiveFailures"`
+	OpenUntil           time.Time `json:"openUntil,omitzero"`
+	BreakerOpened       int       `json:"breakerOpened"`
+	TokensAvailable     float64   `json:"tokensAvailable"`
+	TokensMax           int       `json:"tokensMax"`
+	RatePerMinute       float64   `json:"ratePerMinute"`
+	EffectivePerMinute  float64   `json:"effectivePerMinute"`
+	NextSlot            time.Time `json:"nextSlot,omitzero"`
+	InFlight            int       `json:"inFlight"`
+	Held                int       `json:"held"`
+	Deferred            int       `json:"deferred"`
+	Sent                int64     `json:"sent"`
+	Failed              int64     `json:"failed"`
+	DeferredTotal       int64     `json:"deferredTotal"`
+	DeadLettered        int64     `json:"deadLettered"`
+	Restarts            int       `json:"restarts"`
+	Paused              bool      `json:"paused"`
+	Quarantined         bool      `json:"quarantined"`
+	LastError           string    `json:"lastError,omitempty"`
+	LastErrorAt         time.Time `json:"lastErrorAt,omitzero"`
+	LatencyMs           float64   `json:"latencyMs"`
+}

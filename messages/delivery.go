@@ -1,0 +1,38 @@
+package messages
+
+import (
+	"time"
+
+	"github.com/wadispatch/wadispatch/broker"
+)
+
+// Deliver hands one delivery from the job queue to the router.
+type Deliver struct {
+	Delivery *broker.Delivery
+}
+
+// Dispatch is a decoded job the router hands to its tenant's actor, with the
+// delivery that must be settled and the state its headers carried.
+type Dispatch struct {
+	Job      Job
+	Delivery *broker.Delivery
+	State    JobState
+}
+
+// SendDone is the outcome of one send, reported by the goroutine that made
+// the call back to the tenant actor that started it.
+type SendDone struct {
+	Dispatch *Dispatch
+	WAMID    string
+	Err      error
+	// Calls is the number of calls made (2 when a refreshed token was tried).
+	Calls    int
+	Duration time.Duration
+	// CacheInvalidated is set when Meta rejected the token and its source
+	// was re-read; TokenChanged when that produced a different token.
+	CacheInvalidated bool
+	TokenChanged     bool
+	// Panic is what the send goroutine recovered, if it panicked; the actor
+	// re-raises it so supervision handles it.
+	Panic any
+}

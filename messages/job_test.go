@@ -1,0 +1,81 @@
+package messages
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDecodeJob(t *testing.T) {
+	valid := `{"metadata":{"tenantId":"acme","internalId":"order-1","x":1},"wabaPayload":{"messaging_product":"whatsapp","to":"1555","type":"text","text":{"body":"hi"}}}`
+	cases := []struct {
+		name, body, reason string
+		identity           bool
+	}{
+		{"Valid", valid, "", true},
+		{"InvalidJSON", `{"metadata":`, ReasonInvalidJSON, false},
+		{"Array", `[]`, ReasonInvalidJSON, false},
+		{"NoMetadata", `{"wabaPayload":{}}`, ReasonInvalidJob, false},
+		{"MetadataNotObject", `{"metadata":"x"}`, ReasonInvalidJob, false},
+		{"NoTenant", `{"metadata":{"internalId":"a"}}`, ReasonInvalidJob, false},
+		{"NoInternalID", `{"metadata":{"tenantId":"acme"}}`, ReasonInvalidJob, false},
+		{"TenantIDWithSlash", `{"metadata":{"tenantId":"a/b","internalId":"a"}}`, ReasonInvalidJob, false},
+		{"InternalIDTooLong", `{"metadata":{"tenantId":"acme","internalId":"` + strings.Repeat("a", 129) + `"}}`, ReasonInvalidJob, false},
+		{"InternalIDControlChar", `{"metadata":{"tenantId":"acme","internalId":"a\u0001"}}`, ReasonInvalidJob, false},
+		{"NoPayload", `{"metadata":{"tenantId":"acme","internalId":"a"}}`, ReasonInvalidJob, true},
+		{"PayloadNotObject", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":"hi"}`, ReasonInvalidJob, true},
+		{"WrongProduct", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":{"messaging_product":"sms","to":"1","type":"text"}}`, ReasonInvalidJob, true},
+		{"NoTo", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":{"messaging_product":"whatsapp","type":"text"}}`, ReasonInvalidJob, true},
+		{"NoType", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":{"messaging_product":"whatsapp","to":"1"}}`, ReasonInvalidJob, true},
+		{"ToNotString", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":{"messaging_product":"whatsapp","to":1,"type":"text"}}`, ReasonInvalidJob, true},
+		{"Oversize", `{"metadata":{"tenantId":"acme","internalId":"a"},"wabaPayload":{"messaging_product":"whatsapp","to":"1","type":"text","pad":"` + strings.Repeat("x", MaxJobSize) + `"}}`, ReasonOversize, true},
+		{"OversizeGarbage", strings.Repeat("x", MaxJobSize+1), ReasonOversize, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			j, err := DecodeJob([]byte(c.body))
+			if c.reason == "" {
+				require.NoError(t, err)
+				assert.Equal(t, "acme", j.TenantID)
+				assert.Equal(t, "order-1", j.InternalID)
+				assert.JSONEq(t, `{"messaging_product":"whatsapp","to":"1555","type":"text","text":{"body":"hi"}}`, string(j.Payload))
+				assert.Contains(t, valid, string(j.Payload), "payload kept byte for byte")
+				return
+			}
+			var inv *InvalidJobError
+			require.True(t, errors.As(err, &inv), "error %v", err)
+			assert.True(t, errors.Is(err, ErrInvalidJob))
+			assert.Equal(t, c.reason, inv.Reason)
+			assert.NotEmpty(t, inv.Detail)
+			assert.Equal(t, c.identity, inv.Identity != nil, "identity readable")
+		})
+	}
+}
+
+func TestJobStateRoundTrip(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_123)
+	s := JobState{Attempts: 3, Deferrals: 2, Crashes: 1, NotBefore: now, Reservation: "ep", FirstSeen: now.Add(-time.Minute)}
+	h := map[string]any{}
+	s.WriteTo(h)
+	assert.Equal(t, s, ReadJobState(h))
+
+	cleared := map[string]any{}
+	JobState{}.WriteTo(cleared)
+	for k, v := range cleared {
+		assert.Nil(t, v, "zero %s is written as nil, meaning remove", k)
+	}
+	assert.Equal(t, 7, ReadJobState(map[string]any{HeaderAttempts: int32(7)}).Attempts, "int32 from the broker")
+	assert.Equal(t, 7, ReadJobState(map[string]any{HeaderAttempts: "7"}).Attempts)
+}
+
+func TestResultMarshal(t *testing.T) {
+	r := Result{TenantID: "acme", InternalID: "a", Status: StatusSent, WAMID: "wamid.1", Attempts: 1,
+		At: FormatTime(time.Date(2026, 11, 27, 10, 30, 0, 123e6, time.UTC)), Metadata: json.RawMessage(`{"tenantId":"acme"}`)}
+	assert.JSONEq(t, `{"tenantId":"acme","internalId":"a","status":"sent","wamid":"wamid.1","attempts":1,"durationMs":0,
+		"at":"2026-11-27T10:30:00.123Z","metadata":{"tenantId":"acme"}}`, string(r.Marshal()))
+}

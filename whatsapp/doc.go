@@ -1,0 +1,10 @@
+// Package whatsapp is a client for Meta's WhatsApp Cloud API (Graph API
+// "POST /{version}/{phone_number_id}/messages") and the classification of its
+// answers into what the worker does next (DESIGN.md §5).
+//
+// It owns the HTTP transport to Meta, the parsing of Meta's success and error
+// bodies, the error classes (throttled, auth, transient, ...) and the sources
+// of a tenant's access token. It does not own retries, rate limits, circuit
+// breakers or scheduling: those belong to the tenant actor, which acts on the
+// Class this package reports. Access tokens never appear in an error text.
+package whatsapp
