@@ -10,6 +10,12 @@ const (
 	// Slack is how early a job may be sent before its NotBefore: delay
 	// queues are not exact, and a job 20ms early is not worth another hop.
 	Slack = 20 * time.Millisecond
+	// SendGuard is added to a token's due time before a send: the bucket
+	// is charged when the job is admitted, Meta counts when the request
+	// arrives, and the two clocks' anchors differ by the requests' transit
+	// times. Without it a send exactly on its slot can reach a strict
+	// limiter a hair early.
+	SendGuard = 50 * time.Millisecond
 	// PauseRecheck is how long a job of a paused tenant waits before it asks again.
 	PauseRecheck = 15 * time.Second
 	// RecoverAfter is how long without a throttle before the rate is raised
@@ -86,7 +92,8 @@ type Ticket struct {
 // Decision is Admit's answer for one job.
 type Decision struct {
 	Send bool
-	// NotBefore is when a deferred job should come back.
+	// NotBefore is when a deferred job should come back; for a job to send,
+	// a non-zero NotBefore (at most Slack ahead) is when it is due.
 	NotBefore time.Time
 	// Reserved is whether the job holds a token after this decision; the
 	// actor carries it in the job's header.
@@ -210,16 +217,29 @@ func (s *Schedule) Admit(now time.Time, t Ticket, held int, paused bool) Decisio
 		}
 		return Decision{NotBefore: notBefore, Reserved: true, Reason: ReasonBusy}
 	}
+	due := t.NotBefore
 	if !t.Reserved {
-		if r := s.bucket.Reserve(now); r.After(now.Add(Slack)) {
+		r := s.bucket.Reserve(now)
+		if r.After(now.Add(Slack)) {
 			return Decision{NotBefore: r, Reserved: true, Reason: ReasonRateLimited}
+		}
+		due = time.Time{}
+		if r.After(now) {
+			due = r
 		}
 	}
 	ok, retryAt, tr := s.breaker.Allow(now)
 	if !ok {
 		return Decision{NotBefore: retryAt, Reserved: true, Reason: ReasonBreakerOpen, Transition: tr}
 	}
-	return Decision{Send: true, Transition: tr}
+	d := Decision{Send: true, Transition: tr}
+	if !due.IsZero() && due.Add(SendGuard).After(now) {
+		due = due.Add(SendGuard)
+		// Due within Slack: the caller holds the job until then rather
+		// than send early or bounce it through the smallest delay tier.
+		d.NotBefore = due
+	}
+	return d
 }
 
 // ObserveLatency feeds one send's latency into the EWMA (α = 0.2; the first

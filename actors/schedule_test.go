@@ -108,14 +108,22 @@ func TestScheduleAdmit(t *testing.T) {
 		back := d.NotBefore
 		before := s.Bucket().Available(back)
 		d = s.Admit(back, Ticket{NotBefore: d.NotBefore, Reserved: d.Reserved}, 0, false)
-		assert.Equal(t, Decision{Send: true}, d)
+		assert.Equal(t, Decision{Send: true, NotBefore: back.Add(SendGuard)}, d)
 		assert.Equal(t, before, s.Bucket().Available(back), "no second token")
 	})
 
-	t.Run("ReservationDueWithinSlackIsSentAtOnce", func(t *testing.T) {
+	t.Run("ReservationDueWithinSlackIsSentWhenDueNotEarly", func(t *testing.T) {
 		s := emptySchedule(t, stateSeedConfig)
 		now := stateT0.Add(100*time.Millisecond - Slack) // token due in 20ms
-		assert.Equal(t, Decision{Send: true}, s.Admit(now, Ticket{}, 0, false))
+		assert.Equal(t, Decision{Send: true, NotBefore: now.Add(Slack + SendGuard)}, s.Admit(now, Ticket{}, 0, false),
+			"admitted, to be held until its token is due rather than sent early")
+	})
+
+	t.Run("ReservedJobBackWithinSlackIsHeldUntilDue", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		due := stateT0.Add(time.Second)
+		now := due.Add(-10 * time.Millisecond)
+		assert.Equal(t, Decision{Send: true, NotBefore: due.Add(SendGuard)}, s.Admit(now, Ticket{NotBefore: due, Reserved: true}, 0, false))
 	})
 
 	t.Run("BurstOf300LeavesInOrderWithOneDeferralEach", func(t *testing.T) {
@@ -232,7 +240,7 @@ func TestScheduleAdmit(t *testing.T) {
 		require.True(t, s.Breaker().Success(now.Add(200*time.Millisecond)).Changed())
 		back := d.NotBefore
 		d = s.Admit(back, Ticket{NotBefore: d.NotBefore, Reserved: d.Reserved}, 0, false)
-		assert.Equal(t, Decision{Send: true}, d)
+		assert.Equal(t, Decision{Send: true, NotBefore: back.Add(SendGuard)}, d)
 	})
 
 	t.Run("DeferredJobsDoNotTakeTheHalfOpenTrial", func(t *testing.T) {
@@ -284,7 +292,7 @@ func TestScheduleThrottle(t *testing.T) {
 		notBefore := s.Throttled(stateT0)
 		assert.Equal(t, 40.0, s.Bucket().PerMinute())
 		assert.Equal(t, stateT0.Add(1500*time.Millisecond), notBefore, "unspent burst dropped; one token at 40/min")
-		assert.Equal(t, Decision{Send: true}, s.Admit(notBefore, Ticket{NotBefore: notBefore, Reserved: true}, 0, false))
+		assert.Equal(t, Decision{Send: true, NotBefore: notBefore.Add(SendGuard)}, s.Admit(notBefore, Ticket{NotBefore: notBefore, Reserved: true}, 0, false))
 	})
 
 	t.Run("ThrottledHasAFloor", func(t *testing.T) {

@@ -21,7 +21,10 @@ type TenantState struct {
 	epoch string
 
 	sending *messages.Dispatch
-	waiting []*messages.Dispatch
+	// waiting are admitted jobs (each holds its token), sent in order once
+	// due; wakeAt is when a timer will next look at them.
+	waiting []waitingJob
+	wakeAt  time.Time
 	// current is the message being handled, so a crash can requeue it.
 	current *messages.Dispatch
 
@@ -51,6 +54,11 @@ func newTenantState(t config.Tenant, tokens whatsapp.TokenSource, epoch string, 
 			MaxHeld:          maxHeld,
 		}, now),
 	}
+}
+
+type waitingJob struct {
+	m   *messages.Dispatch
+	due time.Time
 }
 
 func (s *TenantState) held() int {

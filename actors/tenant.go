@@ -46,6 +46,9 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.st.current = msg.Dispatch
 		a.sendDone(ctx, msg)
 		a.st.current = nil
+	case *wake:
+		a.st.wakeAt = time.Time{}
+		a.pump(ctx)
 	case *messages.GetTenant:
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
@@ -105,21 +108,25 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 		return
 	}
 	m.State.Reservation = ""
-	if st.sending == nil {
-		a.startSend(ctx, m)
-		return
-	}
-	st.waiting = append(st.waiting, m)
+	st.waiting = append(st.waiting, waitingJob{m: m, due: d.NotBefore})
+	a.pump(ctx)
 }
+
+// wake asks the tenant to look at its waiting jobs again.
+type wake struct{}
 
 // pump starts the next waiting job when nothing is being sent.
 func (a *tenantActor) pump(ctx actor.Context) {
 	st := a.st
 	for st.sending == nil && len(st.waiting) > 0 {
-		m := st.waiting[0]
-		st.waiting[0] = nil
-		st.waiting = st.waiting[1:]
 		now := a.deps.Clock.Now()
+		if due := st.waiting[0].due; due.After(now) {
+			a.wakeUpAt(ctx, due)
+			return
+		}
+		m := st.waiting[0].m
+		st.waiting[0] = waitingJob{}
+		st.waiting = st.waiting[1:]
 		if st.paused || st.quarantined {
 			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
 			continue
@@ -136,6 +143,19 @@ func (a *tenantActor) pump(ctx actor.Context) {
 		}
 		a.startSend(ctx, m)
 	}
+}
+
+// wakeUpAt arranges a wake message at t (at most Slack ahead), unless one
+// is already due by then.
+func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
+	st := a.st
+	now := a.deps.Clock.Now()
+	if !st.wakeAt.IsZero() && !st.wakeAt.After(t) && st.wakeAt.After(now) {
+		return
+	}
+	st.wakeAt = t
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	time.AfterFunc(t.Sub(now), func() { root.Send(self, &wake{}) })
 }
 
 // startSend runs the Meta call on a goroutine of its own and reports back
@@ -401,7 +421,7 @@ func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
 		st.sending = nil
 	}
 	for i, w := range st.waiting {
-		if w == m {
+		if w.m == m {
 			st.waiting = append(st.waiting[:i], st.waiting[i+1:]...)
 			break
 		}

@@ -96,7 +96,7 @@ func FuzzRedaction(f *testing.F) {
 		c := &capture{}
 		l := New(c, Options{Level: slog.LevelDebug, Secrets: NewSecrets(secret)})
 		l.Info(prefix+secret+suffix, slog.Any(key, v), slog.Any(secret, key))
-		l.WithGroup(key+secret).With(key, v).WithGroup(key).
+		l.WithGroup(key).With(key, v).WithGroup(key+secret).
 			Error(suffix+secret, slog.Group(key, slog.Any(key, v)), slog.Any("v", v))
 
 		lines := c.lines(t)

@@ -44,6 +44,19 @@ func TestHandlerLineFormat(t *testing.T) {
 		assert.Equal(t, "2026-01-02T03:04:05.000Z", c.line(t)["timestamp"])
 	})
 
+	t.Run("FormatsTimestampsLikeTheLayout", func(t *testing.T) {
+		for _, at := range []time.Time{
+			time.Date(2026, 11, 27, 10, 30, 0, 123456789, time.UTC),
+			time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC),
+			time.Date(2027, 1, 1, 0, 30, 0, 1000000, time.FixedZone("", 3600)),
+			time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+			time.Date(9999, 12, 31, 23, 59, 59, 0, time.FixedZone("", -7200)),
+			time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		} {
+			assert.Equal(t, at.UTC().Format(TimestampFormat), string(appendTimestamp(nil, at)))
+		}
+	})
+
 	t.Run("DefaultsServiceAndVersion", func(t *testing.T) {
 		c := &capture{}
 		New(c, Options{}).Info("e")
@@ -91,6 +104,20 @@ func TestHandlerLineFormat(t *testing.T) {
 		assert.Equal(t, "ev", line["attr_event"])
 		assert.Equal(t, "ts", line["attr_timestamp"])
 		assert.Equal(t, "v", line["attr_version"])
+	})
+
+	t.Run("RenamesTopLevelGroupsThatCollideWithLineFields", func(t *testing.T) {
+		l, c := newTestLogger(t, nil)
+		l.WithGroup("event").Info("real_event", "a", 1, slog.Group("level", "b", 2))
+		line := c.line(t)
+		assert.Equal(t, "real_event", line["event"])
+		assert.Equal(t, "INFO", line["level"])
+		a, ok := lookup(line, "attr_event.a")
+		require.True(t, ok, "line: %v", line)
+		assert.Equal(t, json.Number("1"), a)
+		b, ok := lookup(line, "attr_event.level.b")
+		require.True(t, ok, "nested names stay: %v", line)
+		assert.Equal(t, json.Number("2"), b)
 	})
 
 	t.Run("KeepsLineFieldNamesInsideGroups", func(t *testing.T) {

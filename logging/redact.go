@@ -22,19 +22,17 @@ import (
 // Redacted replaces every secret and every value under a sensitive key.
 const Redacted = "[REDACTED]"
 
-// SensitiveKeyWords are the words that make a key sensitive when it contains
-// one of them, case-insensitively: its value is logged as Redacted whatever it
-// is. "accesstoken" and "systemuseraccesstoken" are listed because the
-// contract names them; "token" already covers both.
-var SensitiveKeyWords = []string{"token", "accesstoken", "systemuseraccesstoken", "password", "secret", "authorization"}
-
 // maxDepth bounds how deep a value is walked; anything deeper (a cycle, most
 // likely) is logged as Redacted.
 const maxDepth = 32
 
-// IsSensitiveKey reports whether key contains, case-insensitively (Unicode
-// case folding included, so "toKen" with a Kelvin sign counts), one of
-// SensitiveKeyWords.
+// IsSensitiveKey reports whether key contains, case-insensitively, one of
+// the words token, accesstoken, systemuseraccesstoken, password, secret or
+// authorization ("token" covers the two it is part of). Unicode case folding
+// counts too, so "to\u212Aen" with a Kelvin sign is sensitive. The value
+// of an attribute, group, map key or struct field with such a name is logged
+// as Redacted, whatever it is: "tokensAvailable" is redacted as well, so
+// name counters otherwise.
 func IsSensitiveKey(key string) bool {
 	for i := 0; i < len(key); i++ {
 		c := key[i]
@@ -127,6 +125,15 @@ func isReservedKey(key string) bool {
 
 const reservedPrefix = "attr_"
 
+// key returns the key (or group name) to write for key: renamed if it is
+// reserved and at the top level, scrubbed of secrets.
+func (r redactor) key(key string, top bool) string {
+	if top && isReservedKey(key) {
+		key = reservedPrefix + key
+	}
+	return r.set.scrub(key)
+}
+
 // redactor applies both redactions against one snapshot of the secrets.
 type redactor struct {
 	set *secretSet
@@ -169,11 +176,7 @@ func (r redactor) attrs(as []slog.Attr, top, force bool) []slog.Attr {
 // attr returns a redacted copy of a. It never modifies a or anything a
 // refers to. If anything panics on the way, the whole value is Redacted.
 func (r redactor) attr(a slog.Attr, top, force bool) (out slog.Attr) {
-	key := a.Key
-	if top && isReservedKey(key) {
-		key = reservedPrefix + key
-	}
-	key = r.set.scrub(key)
+	key := r.key(a.Key, top)
 	defer func() {
 		if recover() != nil {
 			out = slog.String(key, Redacted)
@@ -223,7 +226,7 @@ type object []member
 
 type member struct {
 	Key   string
-	Value any // nil, string, bool, int64, uint64, float64, json.Number, []any or object
+	Value any // nil, string, bool, int64, uint64, float32, float64, json.Number, []any or object
 }
 
 // MarshalJSON writes the members in order.
@@ -249,11 +252,6 @@ func (o object) MarshalJSON() ([]byte, error) {
 	b.WriteByte('}')
 	return b.Bytes(), nil
 }
-
-var (
-	timeType     = reflect.TypeFor[time.Time]()
-	durationType = reflect.TypeFor[time.Duration]()
-)
 
 // value returns a redacted, JSON-ready copy of v. Values render as
 // encoding/json would render them (which is what slog.JSONHandler does),
@@ -319,6 +317,8 @@ func (r redactor) value(v any, depth int) (out any) {
 		return r.slogValue(slog.AnyValue(x).Resolve(), depth)
 	case slog.Value:
 		return r.slogValue(x.Resolve(), depth)
+	case slog.Attr:
+		return object{r.member(x.Key, x.Value, depth)}
 	case error:
 		return r.set.scrub(callString(x.Error))
 	case json.Marshaler:
@@ -390,7 +390,12 @@ func (r redactor) reflectValue(rv reflect.Value, depth int) any {
 		return rv.Int()
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		return rv.Uint()
-	case reflect.Float32, reflect.Float64:
+	case reflect.Float32:
+		if f := rv.Float(); !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return float32(f) // so that it prints with float32 precision
+		}
+		return finite(rv.Float())
+	case reflect.Float64:
 		return finite(rv.Float())
 	case reflect.Complex64, reflect.Complex128:
 		return strconv.FormatComplex(rv.Complex(), 'g', -1, 128)

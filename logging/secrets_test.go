@@ -29,6 +29,7 @@ func TestSecretsScrub(t *testing.T) {
 		{"ScrubsVeryShortSecretsToo", []string{"pw"}, "pw=pw", Redacted + "=" + Redacted},
 		{"IgnoresEmptySecrets", []string{""}, "anything", "anything"},
 		{"MatchesCaseSensitively", []string{"EAAGtoken"}, "eaagtoken", "eaagtoken"},
+		{"HandlesSecretsStartingWithAnyByte", []string{"\xffkey", "\x00nul"}, "a\xffkey\xff\x00nul", "a" + Redacted + "\xff" + Redacted},
 		{"HandlesMultiByteText", []string{"gëhéim"}, "wört gëhéim ünd", "wört " + Redacted + " ünd"},
 	}
 	for _, tc := range cases {
