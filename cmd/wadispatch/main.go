@@ -6,6 +6,7 @@
 //	wadispatch demo      run the worker against a fake Meta with sample jobs
 //	wadispatch tenants   show tenants of a running worker
 //	wadispatch fakemeta  serve the fake Graph API used by tests and the demo
+//	wadispatch bench     measure (loadcheck: the seed's load check)
 package main
 
 import (
@@ -55,6 +56,7 @@ Usage:
   wadispatch demo [flags]       run the worker on local RabbitMQ with a fake Meta and sample jobs
   wadispatch tenants [ID]       show a running worker's tenants (--json, --admin-addr, --admin-token)
   wadispatch fakemeta [flags]   serve the fake Graph API (for trying the worker by hand)
+  wadispatch bench loadcheck    the seed's load check: one tenant offered 100 jobs/s at 80/min
   wadispatch version            print the version
 
 Exit codes: 0 ok, 1 failure, 2 configuration error.
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = runTenants(ctx, rest, getenv, stdout, stderr)
 	case "fakemeta":
 		err = runFakeMeta(ctx, rest, stdout, stderr)
+	case "bench":
+		err = runBench(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wadispatch", version)
 		return exitOK
