@@ -131,14 +131,12 @@ func (a *tenantActor) pump(ctx actor.Context) {
 			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
 			continue
 		}
-		// The job was admitted with a token; only the breaker may have
-		// changed its mind since.
-		ok, retryAt, tr := st.sched.Breaker().Allow(now)
-		if tr.Changed() {
-			a.logTransition(tr, now)
-		}
-		if !ok {
-			a.deferJob(m, now, retryAt, true, ReasonBreakerOpen)
+		// The job was admitted (with a token, and the breaker's leave,
+		// which in HALF_OPEN is the one trial); only a breaker that has
+		// opened since can stop it now. Asking Allow again would refuse
+		// the trial its own send.
+		if stats := st.sched.Breaker().Stats(now); stats.State == BreakerOpen {
+			a.deferJob(m, now, stats.OpenUntil, false, ReasonBreakerOpen)
 			continue
 		}
 		a.startSend(ctx, m)
@@ -182,7 +180,7 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 		resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
 		done.Calls = 1
 		if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
-			done.CacheInvalidated = true
+			done.CacheInvalidated, done.AuthErr = true, err
 			changed, rerr := tokens.Refresh()
 			if rerr == nil && changed {
 				done.TokenChanged = true
@@ -216,8 +214,8 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	if r.CacheInvalidated {
 		a.log.Error("meta_api_auth_error",
 			slog.String("internalId", m.Job.InternalID),
-			slog.Int("errorCode", apiCode(r.Err)),
-			slog.String("fbtrace", apiTrace(r.Err)),
+			slog.Int("errorCode", apiCode(r.AuthErr)),
+			slog.String("fbtrace", apiTrace(r.AuthErr)),
 			slog.Bool("cacheInvalidated", true),
 			slog.Bool("tokenChanged", r.TokenChanged))
 	}

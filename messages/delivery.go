@@ -32,6 +32,8 @@ type SendDone struct {
 	// was re-read; TokenChanged when that produced a different token.
 	CacheInvalidated bool
 	TokenChanged     bool
+	// AuthErr is Meta's auth error that caused the token re-read.
+	AuthErr error
 	// Panic is what the send goroutine recovered, if it panicked; the actor
 	// re-raises it so supervision handles it.
 	Panic any

@@ -52,6 +52,8 @@ type harnessOptions struct {
 	Args     []string        // extra flags for config.Load
 	// WrapSender, when set, wraps the Graph client (to inject panics).
 	WrapSender func(whatsapp.Sender) whatsapp.Sender
+	// FileTokens gives tenants an access_token_file instead of a variable.
+	FileTokens map[string]string
 }
 
 func defaultTenants(n int) []testTenant {
@@ -81,7 +83,11 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 		v := "TOKEN_" + strings.ToUpper(t.ID)
 		env[v] = t.Token
 		h.fake.AddTenant(t.Phone, t.Token)
-		fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: %s\n", t.ID, t.Phone, v)
+		if f, ok := opts.FileTokens[t.ID]; ok {
+			fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_file: %s\n", t.ID, t.Phone, f)
+		} else {
+			fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: %s\n", t.ID, t.Phone, v)
+		}
 		if t.Extra != "" {
 			fmt.Fprintf(&file, "    %s\n", t.Extra)
 		}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
+)
+
+func TestFailingTenantOpensItsBreakerAndRecovers(t *testing.T) {
+	tenants := defaultTenants(3)
+	a := tenants[0]
+	h := startHarness(t, tenants, harnessOptions{
+		Defaults: "rate_limit: {per_minute: 60000, burst: 1000}\n  breaker: {failure_threshold: 5, open_for: 3s}\n  max_attempts: 100",
+	})
+	h.fake.Behave(a.Phone, testkit.Behaviour{FailRaw: 500})
+	for i := range 20 {
+		h.publish(job(a.ID, fmt.Sprintf("a-%02d", i), "15550000001"))
+	}
+	for i := range 100 {
+		for _, tn := range tenants[1:] {
+			h.publish(job(tn.ID, fmt.Sprintf("%s-%03d", tn.ID, i), "15550000002"))
+		}
+	}
+	// B and C finish while A is failing.
+	others := h.results(200, 60*time.Second)
+	for id, r := range others {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+	}
+	info := h.tenantInfo(a.ID)
+	assert.Equal(t, "OPEN", info.CircuitState)
+	aCalls := 0
+	for _, c := range h.fake.Calls() {
+		if c.PhoneNumberID == a.Phone {
+			aCalls++
+		}
+	}
+	assert.Equal(t, 5, aCalls, "no call for A after its 5th failure while the breaker is open")
+	require.NotEmpty(t, h.events("circuit_breaker_opened"))
+
+	h.fake.Behave(a.Phone, testkit.Behaviour{}) // A's API recovers
+	results := h.results(20, 60*time.Second)
+	for id, r := range results {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+	}
+	assert.Equal(t, "CLOSED", h.tenantInfo(a.ID).CircuitState)
+	assert.NotEmpty(t, h.events("circuit_breaker_half_open"))
+	assert.NotEmpty(t, h.events("circuit_breaker_closed"))
+	assert.Zero(t, h.depth(h.topo.DLQ()), "nothing dead-lettered because a breaker was open")
+}
+
+func TestPermanentErrorsNeverOpenTheBreaker(t *testing.T) {
+	tenants := defaultTenants(1)
+	h := startHarness(t, tenants, harnessOptions{})
+	h.fake.Behave(tenants[0].Phone, testkit.Behaviour{FailCode: 131026})
+	for i := range 8 {
+		h.publish(job(tenants[0].ID, fmt.Sprintf("p-%d", i), "15550000003"))
+	}
+	for id, r := range h.results(8, 30*time.Second) {
+		assert.Equal(t, messages.StatusFailed, r.Status, id)
+	}
+	info := h.tenantInfo(tenants[0].ID)
+	assert.Equal(t, "CLOSED", info.CircuitState)
+	assert.Zero(t, info.BreakerOpened)
+	assert.Len(t, h.fake.Calls(), 8)
+}
+
+func TestRotatedTokenFileIsPickedUpOnCode190(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "rotating.token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("EAAold-token-s3cr3t\n"), 0o600))
+	tn := testTenant{ID: "rotating", Phone: "400000000000001", Token: "EAAnew-token-s3cr3t"}
+	h := startHarness(t, []testTenant{tn}, harnessOptions{FileTokens: map[string]string{tn.ID: tokenFile}})
+	// The server only accepts the new token; the worker still has the old one cached.
+	require.NoError(t, os.WriteFile(tokenFile, []byte("EAAnew-token-s3cr3t\n"), 0o600))
+	for i := range 3 {
+		h.publish(job(tn.ID, fmt.Sprintf("r-%d", i), "15550000004"))
+	}
+	for id, r := range h.results(3, 30*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+	}
+	authErrors := h.events("meta_api_auth_error")
+	require.Len(t, authErrors, 1, "one 190, then the re-read token works")
+	assert.Equal(t, true, authErrors[0]["cacheInvalidated"])
+	assert.EqualValues(t, 190, authErrors[0]["errorCode"])
+	info := h.tenantInfo(tn.ID)
+	assert.Equal(t, "CLOSED", info.CircuitState)
+	assert.Zero(t, info.ConsecutiveFailures, "no breaker failure")
+	assert.NotContains(t, h.logs.String(), "EAAold-token-s3cr3t")
+}
