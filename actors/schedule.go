@@ -7,8 +7,10 @@ import (
 
 // Schedule timing.
 const (
-	// Slack is how early a job may be sent before its NotBefore: delay
-	// queues are not exact, and a job 20ms early is not worth another hop.
+	// Slack is how far ahead of its due time a job is admitted rather
+	// than deferred again: delay queues are not exact, and a job 20 ms
+	// early is not worth another hop. It is held until due, never sent
+	// early.
 	Slack = 20 * time.Millisecond
 	// SendGuard is added to a token's due time before a send: the bucket
 	// is charged when the job is admitted, Meta counts when the request
@@ -93,7 +95,8 @@ type Ticket struct {
 type Decision struct {
 	Send bool
 	// NotBefore is when a deferred job should come back; for a job to send,
-	// a non-zero NotBefore (at most Slack ahead) is when it is due.
+	// a non-zero NotBefore (at most Slack + SendGuard ahead) is when it is
+	// due: the caller holds it until then.
 	NotBefore time.Time
 	// Reserved is whether the job holds a token after this decision; the
 	// actor carries it in the job's header.
@@ -234,12 +237,25 @@ func (s *Schedule) Admit(now time.Time, t Ticket, held int, paused bool) Decisio
 	}
 	d := Decision{Send: true, Transition: tr}
 	if !due.IsZero() && due.Add(SendGuard).After(now) {
-		due = due.Add(SendGuard)
-		// Due within Slack: the caller holds the job until then rather
-		// than send early or bounce it through the smallest delay tier.
-		d.NotBefore = due
+		// The caller holds the job until then rather than send it early
+		// or bounce it through the smallest delay tier.
+		d.NotBefore = due.Add(SendGuard)
 	}
 	return d
+}
+
+// Recheck is asked when an admitted job that waited its turn in the
+// tenant is about to be sent: if the breaker has opened since, the job
+// gives its token back (as Admit's rule 3 would have it) and waits until
+// the open time ends. It does not ask Breaker.Allow again: the job already
+// has the breaker's leave, which in HALF_OPEN is the one trial, and asking
+// again would refuse the trial its own send.
+func (s *Schedule) Recheck(now time.Time) (ok bool, until time.Time) {
+	if until, open := s.breaker.openUntilAt(now); open {
+		s.bucket.Cancel(now)
+		return false, until
+	}
+	return true, time.Time{}
 }
 
 // ObserveLatency feeds one send's latency into the EWMA (α = 0.2; the first

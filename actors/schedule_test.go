@@ -461,3 +461,34 @@ func BenchmarkScheduleAdmit(b *testing.B) {
 		s.Admit(now, Ticket{}, 0, false)
 	}
 }
+
+func TestScheduleRecheck(t *testing.T) {
+	t.Run("AdmittedJobGoesAheadWhileTheBreakerStaysClosed", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		require.True(t, s.Admit(stateT0, Ticket{}, 0, false).Send)
+		ok, _ := s.Recheck(stateT0)
+		assert.True(t, ok)
+	})
+
+	t.Run("BreakerOpenedSinceAdmissionDefersAndGivesTheTokenBack", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		require.True(t, s.Admit(stateT0, Ticket{}, 0, false).Send)
+		before := s.Bucket().Available(stateT0)
+		for range stateSeedConfig.FailureThreshold {
+			s.Breaker().Failure(stateT0)
+		}
+		ok, until := s.Recheck(stateT0)
+		assert.False(t, ok)
+		assert.Equal(t, stateT0.Add(stateOpenFor), until)
+		assert.Equal(t, before+1, s.Bucket().Available(stateT0), "the token it held is given back")
+	})
+
+	t.Run("HalfOpenTrialIsNotRefusedItsOwnSend", func(t *testing.T) {
+		s := openSchedule(t)
+		later := stateT0.Add(stateOpenFor)
+		d := s.Admit(later, Ticket{}, 0, false)
+		require.True(t, d.Send, "the trial is admitted")
+		ok, _ := s.Recheck(later)
+		assert.True(t, ok, "and may still be sent when its turn comes")
+	})
+}

@@ -131,20 +131,16 @@ func (a *tenantActor) pump(ctx actor.Context) {
 			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
 			continue
 		}
-		// The job was admitted (with a token, and the breaker's leave,
-		// which in HALF_OPEN is the one trial); only a breaker that has
-		// opened since can stop it now. Asking Allow again would refuse
-		// the trial its own send.
-		if stats := st.sched.Breaker().Stats(now); stats.State == BreakerOpen {
-			a.deferJob(m, now, stats.OpenUntil, false, ReasonBreakerOpen)
+		if ok, until := st.sched.Recheck(now); !ok {
+			a.deferJob(m, now, until, false, ReasonBreakerOpen)
 			continue
 		}
 		a.startSend(ctx, m)
 	}
 }
 
-// wakeUpAt arranges a wake message at t (at most Slack ahead), unless one
-// is already due by then.
+// wakeUpAt arranges a wake message at t (at most Slack + SendGuard ahead),
+// unless one is already due by then.
 func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 	st := a.st
 	now := a.deps.Clock.Now()
@@ -180,7 +176,7 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 		resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
 		done.Calls = 1
 		if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
-			done.CacheInvalidated, done.AuthErr = true, err
+			done.AuthErr = err
 			changed, rerr := tokens.Refresh()
 			if rerr == nil && changed {
 				done.TokenChanged = true
@@ -211,7 +207,7 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
 	brk := st.sched.Breaker()
 
-	if r.CacheInvalidated {
+	if r.AuthErr != nil {
 		a.log.Error("meta_api_auth_error",
 			slog.String("internalId", m.Job.InternalID),
 			slog.Int("errorCode", apiCode(r.AuthErr)),

@@ -28,12 +28,11 @@ type SendDone struct {
 	// Calls is the number of calls made (2 when a refreshed token was tried).
 	Calls    int
 	Duration time.Duration
-	// CacheInvalidated is set when Meta rejected the token and its source
-	// was re-read; TokenChanged when that produced a different token.
-	CacheInvalidated bool
-	TokenChanged     bool
-	// AuthErr is Meta's auth error that caused the token re-read.
-	AuthErr error
+	// AuthErr is set when Meta rejected the token (code 190 or 0) and its
+	// source was re-read; TokenChanged when that produced a different
+	// token, which was then tried once.
+	AuthErr      error
+	TokenChanged bool
 	// Panic is what the send goroutine recovered, if it panicked; the actor
 	// re-raises it so supervision handles it.
 	Panic any
