@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
-	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/testkit"
 )
 
@@ -64,27 +62,20 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	defer os.RemoveAll(dir)
-	env := map[string]string{}
-	var file strings.Builder
-	file.WriteString("defaults:\n  rate_limit: {per_minute: 80, burst: 80}\ntenants:\n")
 	names := []string{"loud"}
 	for i := range *quiet {
 		names = append(names, fmt.Sprintf("quiet%02d", i))
 	}
 	phones := map[string]string{}
+	tenants := make([]localTenant, len(names))
 	for i, n := range names {
-		phone := fmt.Sprintf("3000000000%05d", i)
-		phones[phone] = n
-		tok := "bench-token-" + n
-		env["TOKEN_"+strings.ToUpper(n)] = tok
-		fake.AddTenant(phone, tok)
-		fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: TOKEN_%s\n", n, phone, strings.ToUpper(n))
+		tenants[i] = localTenant{ID: n, Phone: fmt.Sprintf("3000000000%05d", i), Token: "bench-token-" + n}
+		phones[tenants[i].Phone] = n
 	}
-	path := filepath.Join(dir, "tenants.yaml")
-	if err := os.WriteFile(path, []byte(file.String()), 0o600); err != nil {
+	path, getBenchEnv, err := writeLocalTenants(dir, "rate_limit: {per_minute: 80, burst: 80}", tenants, fake, nil)
+	if err != nil {
 		return err
 	}
-	getBenchEnv := func(k string) string { return env[k] }
 	queue := fmt.Sprintf("bench.loadcheck.%d", time.Now().UnixNano())
 	cfg, err := config.Load(getBenchEnv, []string{"--amqp-url", *amqpURL, "--amqp-queue", queue,
 		"--results-exchange", queue + ".results", "--tenants-file", path, "--meta-base-url", fake.URL(),
@@ -191,11 +182,10 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 			loaded = append(loaded, lat)
 		}
 	}
-	res, err := w.System().Root.RequestFuture(w.Router(), &messages.GetTenant{TenantID: "loud"}, 2*time.Second).Result()
+	info, err := w.TenantInfo("loud")
 	if err != nil {
 		return err
 	}
-	info := res.(*messages.TenantInfo)
 	offered := *rate * int(duration.Seconds())
 	perMinute := float64(loudSent) / bEnd.Sub(bStart).Minutes()
 	fmt.Fprintf(stdout, "\n%-44s %s\n", "measure", "value")

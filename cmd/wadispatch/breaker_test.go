@@ -76,8 +76,8 @@ func TestRotatedTokenFileIsPickedUpOnCode190(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "rotating.token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte("EAAold-token-s3cr3t\n"), 0o600))
-	tn := testTenant{ID: "rotating", Phone: "400000000000001", Token: "EAAnew-token-s3cr3t"}
-	h := startHarness(t, []testTenant{tn}, harnessOptions{FileTokens: map[string]string{tn.ID: tokenFile}})
+	tn := testTenant{ID: "rotating", Phone: "400000000000001", Token: "EAAnew-token-s3cr3t", TokenFile: tokenFile}
+	h := startHarness(t, []testTenant{tn}, harnessOptions{})
 	// The server only accepts the new token; the worker still has the old one cached.
 	require.NoError(t, os.WriteFile(tokenFile, []byte("EAAnew-token-s3cr3t\n"), 0o600))
 	for i := range 3 {

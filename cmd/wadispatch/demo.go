@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -73,29 +72,18 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer os.RemoveAll(dir)
-	env := map[string]string{}
-	var file strings.Builder
-	file.WriteString("defaults:\n  rate_limit: {per_minute: 600, burst: 20}\n  breaker: {failure_threshold: 5, open_for: 10s}\n  max_attempts: 5\ntenants:\n")
-	for _, t := range demoTenants {
-		token := "demo-token-" + t.id + "-0123456789"
-		varName := "DEMO_" + strings.ToUpper(t.id) + "_TOKEN"
-		env[varName] = token
-		fake.AddTenant(t.phone, token)
-		fake.Behave(t.phone, t.behave)
-		fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: %s\n", t.id, t.phone, varName)
-		if t.rate != "" {
-			fmt.Fprintf(&file, "    %s\n", t.rate)
-		}
+	tenants := make([]localTenant, len(demoTenants))
+	for i, t := range demoTenants {
+		tenants[i] = localTenant{ID: t.id, Phone: t.phone, Token: "demo-token-" + t.id + "-0123456789", Extra: t.rate}
 	}
-	tenantsFile := filepath.Join(dir, "tenants.yaml")
-	if err := os.WriteFile(tenantsFile, []byte(file.String()), 0o600); err != nil {
+	tenantsFile, demoEnv, err := writeLocalTenants(dir,
+		"rate_limit: {per_minute: 600, burst: 20}\nbreaker: {failure_threshold: 5, open_for: 10s}\nmax_attempts: 5",
+		tenants, fake, getenv)
+	if err != nil {
 		return err
 	}
-	demoEnv := func(k string) string {
-		if v, ok := env[k]; ok {
-			return v
-		}
-		return getenv(k)
+	for _, t := range demoTenants {
+		fake.Behave(t.phone, t.behave)
 	}
 	cfg, err := config.Load(demoEnv, []string{
 		"--amqp-url", *amqpURL, "--amqp-queue", *queue, "--results-exchange", *queue + ".results",

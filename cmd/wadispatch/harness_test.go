@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,14 +21,8 @@ import (
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// testTenant is a tenant of a harness: its config line and its token.
-type testTenant struct {
-	ID    string
-	Phone string
-	Token string
-	// Extra is appended to the tenant's YAML entry (e.g. a rate_limit).
-	Extra string
-}
+// testTenant is a tenant of a harness.
+type testTenant = localTenant
 
 // harness runs a whole worker against the real broker and the fake Meta
 // server, on queues of its own.
@@ -52,8 +44,6 @@ type harnessOptions struct {
 	Args     []string        // extra flags for config.Load
 	// WrapSender, when set, wraps the Graph client (to inject panics).
 	WrapSender func(whatsapp.Sender) whatsapp.Sender
-	// FileTokens gives tenants an access_token_file instead of a variable.
-	FileTokens map[string]string
 }
 
 func defaultTenants(n int) []testTenant {
@@ -71,30 +61,15 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	tb.Helper()
 	h := &harness{tb: tb, fake: testkit.StartFakeMeta(tb), topo: testkit.Topology(tb), logs: &syncBuffer{},
 		tenants: map[string]testTenant{}}
-	env := map[string]string{}
-	var file strings.Builder
 	defaults := opts.Defaults
 	if defaults == "" {
-		defaults = "rate_limit: {per_minute: 60000, burst: 1000}\n  breaker: {failure_threshold: 5, open_for: 60s}\n  max_attempts: 10"
+		defaults = "rate_limit: {per_minute: 60000, burst: 1000}\nbreaker: {failure_threshold: 5, open_for: 60s}\nmax_attempts: 10"
 	}
-	fmt.Fprintf(&file, "defaults:\n  %s\ntenants:\n", defaults)
 	for _, t := range tenants {
 		h.tenants[t.ID] = t
-		v := "TOKEN_" + strings.ToUpper(t.ID)
-		env[v] = t.Token
-		h.fake.AddTenant(t.Phone, t.Token)
-		if f, ok := opts.FileTokens[t.ID]; ok {
-			fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_file: %s\n", t.ID, t.Phone, f)
-		} else {
-			fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n    access_token_env: %s\n", t.ID, t.Phone, v)
-		}
-		if t.Extra != "" {
-			fmt.Fprintf(&file, "    %s\n", t.Extra)
-		}
 	}
-	path := filepath.Join(tb.TempDir(), "tenants.yaml")
-	require.NoError(tb, os.WriteFile(path, []byte(file.String()), 0o600))
-	getenv := func(k string) string { return env[k] }
+	path, getenv, err := writeLocalTenants(tb.TempDir(), defaults, tenants, h.fake, nil)
+	require.NoError(tb, err)
 	args := append([]string{
 		"--amqp-url", testkit.AMQPURL(), "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
 		"--tenants-file", path, "--meta-base-url", h.fake.URL(), "--meta-timeout", "2s",

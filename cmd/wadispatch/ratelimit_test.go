@@ -19,11 +19,9 @@ import (
 // tenantInfo asks the running worker's router about one tenant.
 func (h *harness) tenantInfo(id string) messages.TenantInfo {
 	h.tb.Helper()
-	res, err := h.worker.System().Root.RequestFuture(h.worker.Router(), &messages.GetTenant{TenantID: id}, 2*time.Second).Result()
+	info, err := h.worker.TenantInfo(id)
 	require.NoError(h.tb, err)
-	info, ok := res.(*messages.TenantInfo)
-	require.True(h.tb, ok, "answer %T", res)
-	return *info
+	return info
 }
 
 // sentCalls are the fake's accepted calls for one phone number, in order.
@@ -100,12 +98,12 @@ func TestRateLimitedTenantNeitherDelaysOthersNorGetsThrottled(t *testing.T) {
 	// burst plus one prefetch window.
 	reorder := maxReorder(aSent)
 	t.Logf("bursting tenant: largest reordering %v positions", reorder)
-	assert.LessOrEqual(t, reorder, float64(burst+h.cfg.Prefetch), "jobs left in about arrival order")
+	assert.LessOrEqual(t, reorder, burst+h.cfg.Prefetch, "jobs left in about arrival order")
 }
 
 // maxReorder is the largest number of positions a job moved between
 // publishing and sending, read from the job number in the payload text.
-func maxReorder(calls []testkit.Call) float64 {
+func maxReorder(calls []testkit.Call) int {
 	order := make([]int, len(calls))
 	for i, c := range calls {
 		var p struct{ Text struct{ Body string } }
@@ -118,7 +116,7 @@ func maxReorder(calls []testkit.Call) float64 {
 	for pos, n := range order {
 		worst = max(worst, abs(pos-n))
 	}
-	return float64(worst)
+	return worst
 }
 
 func abs(x int) int {

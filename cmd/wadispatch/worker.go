@@ -148,6 +148,22 @@ loop:
 	return err
 }
 
+// TenantInfo asks the router, and through it the tenant's actor, for one
+// tenant's state.
+func (w *Worker) TenantInfo(id string) (messages.TenantInfo, error) {
+	res, err := w.system.Root.RequestFuture(w.router, &messages.GetTenant{TenantID: id}, actors.AskTimeout).Result()
+	if err != nil {
+		return messages.TenantInfo{}, fmt.Errorf("ask tenant %q: %w", id, err)
+	}
+	switch r := res.(type) {
+	case *messages.TenantInfo:
+		return *r, nil
+	case *messages.TenantNotFound:
+		return messages.TenantInfo{}, fmt.Errorf("tenant %q is not configured", id)
+	}
+	return messages.TenantInfo{}, fmt.Errorf("ask tenant %q: unexpected answer %T", id, res)
+}
+
 // Router is the router actor's PID, for admin questions.
 func (w *Worker) Router() *actor.PID { return w.router }
 

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wadispatch/wadispatch/testkit"
+)
+
+// localTenant is a tenant whose Meta is a testkit.FakeMeta: the demo, the
+// bench and the integration tests all run the worker this way.
+type localTenant struct {
+	ID    string
+	Phone string
+	Token string
+	// TokenFile, when set, gives the tenant an access_token_file (whose
+	// content the caller manages) instead of a variable holding Token.
+	TokenFile string
+	// Extra is YAML appended to the tenant's entry (e.g. a rate_limit).
+	Extra string
+}
+
+// writeLocalTenants registers every tenant's token with fake and writes a
+// tenants file into dir; defaults is the body of its defaults block ("" for
+// none), one key per line. It returns the file's path and a getenv that
+// serves the tokens' variables and falls back to base (which may be nil).
+func writeLocalTenants(dir, defaults string, tenants []localTenant, fake *testkit.FakeMeta,
+	base func(string) string) (string, func(string) string, error) {
+	env := map[string]string{}
+	var file strings.Builder
+	if defaults = strings.TrimSpace(defaults); defaults != "" {
+		file.WriteString("defaults:\n")
+		for _, line := range strings.Split(defaults, "\n") {
+			fmt.Fprintf(&file, "  %s\n", strings.TrimSpace(line))
+		}
+	}
+	file.WriteString("tenants:\n")
+	for _, t := range tenants {
+		fake.AddTenant(t.Phone, t.Token)
+		fmt.Fprintf(&file, "  - id: %s\n    phone_number_id: %q\n", t.ID, t.Phone)
+		if t.TokenFile != "" {
+			fmt.Fprintf(&file, "    access_token_file: %s\n", t.TokenFile)
+		} else {
+			name := "WA_TOKEN_" + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(t.ID))
+			env[name] = t.Token
+			fmt.Fprintf(&file, "    access_token_env: %s\n", name)
+		}
+		if t.Extra != "" {
+			fmt.Fprintf(&file, "    %s\n", t.Extra)
+		}
+	}
+	path := filepath.Join(dir, "tenants.yaml")
+	if err := os.WriteFile(path, []byte(file.String()), 0o600); err != nil {
+		return "", nil, err
+	}
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		if base != nil {
+			return base(k)
+		}
+		return ""
+	}
+	return path, getenv, nil
+}
