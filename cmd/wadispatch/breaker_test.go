@@ -14,48 +14,6 @@ import (
 	"github.com/wadispatch/wadispatch/testkit"
 )
 
-func TestFailingTenantOpensItsBreakerAndRecovers(t *testing.T) {
-	tenants := defaultTenants(3)
-	a := tenants[0]
-	h := startHarness(t, tenants, harnessOptions{
-		Defaults: "rate_limit: {per_minute: 60000, burst: 1000}\n  breaker: {failure_threshold: 5, open_for: 3s}\n  max_attempts: 100",
-	})
-	h.fake.Behave(a.Phone, testkit.Behaviour{FailRaw: 500})
-	for i := range 20 {
-		h.publish(job(a.ID, fmt.Sprintf("a-%02d", i), "15550000001"))
-	}
-	for i := range 100 {
-		for _, tn := range tenants[1:] {
-			h.publish(job(tn.ID, fmt.Sprintf("%s-%03d", tn.ID, i), "15550000002"))
-		}
-	}
-	// B and C finish while A is failing.
-	others := h.results(200, 60*time.Second)
-	for id, r := range others {
-		assert.Equal(t, messages.StatusSent, r.Status, id)
-	}
-	info := h.tenantInfo(a.ID)
-	assert.Equal(t, "OPEN", info.CircuitState)
-	aCalls := 0
-	for _, c := range h.fake.Calls() {
-		if c.PhoneNumberID == a.Phone {
-			aCalls++
-		}
-	}
-	assert.Equal(t, 5, aCalls, "no call for A after its 5th failure while the breaker is open")
-	require.NotEmpty(t, h.events("circuit_breaker_opened"))
-
-	h.fake.Behave(a.Phone, testkit.Behaviour{}) // A's API recovers
-	results := h.results(20, 60*time.Second)
-	for id, r := range results {
-		assert.Equal(t, messages.StatusSent, r.Status, id)
-	}
-	assert.Equal(t, "CLOSED", h.tenantInfo(a.ID).CircuitState)
-	assert.NotEmpty(t, h.events("circuit_breaker_half_open"))
-	assert.NotEmpty(t, h.events("circuit_breaker_closed"))
-	assert.Zero(t, h.depth(h.topo.DLQ()), "nothing dead-lettered because a breaker was open")
-}
-
 func TestPermanentErrorsNeverOpenTheBreaker(t *testing.T) {
 	tenants := defaultTenants(1)
 	h := startHarness(t, tenants, harnessOptions{})
