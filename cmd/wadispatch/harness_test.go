@@ -44,6 +44,10 @@ type harnessOptions struct {
 	Args     []string        // extra flags for config.Load
 	// WrapSender, when set, wraps the Graph client (to inject panics).
 	WrapSender func(whatsapp.Sender) whatsapp.Sender
+	// Prepublish jobs are in the queue before the worker starts consuming.
+	Prepublish [][]byte
+	// BeforeRun runs after the worker is built, before it consumes.
+	BeforeRun func(*harness)
 }
 
 func defaultTenants(n int) []testTenant {
@@ -86,6 +90,10 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	require.NoError(tb, err)
 	h.worker = w
 	h.ch = testkit.Channel(tb)
+	h.publishAll(opts.Prepublish)
+	if opts.BeforeRun != nil {
+		opts.BeforeRun(h)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -119,6 +127,31 @@ func job(tenant, internalID, to string) []byte {
 }
 
 func (h *harness) publish(body []byte) { testkit.Publish(h.tb, h.ch, h.topo.Queue, body, nil) }
+
+// publishAll publishes bodies back to back and then waits for all their
+// confirms, which is much faster than one confirm round trip each.
+func (h *harness) publishAll(bodies [][]byte) {
+	h.tb.Helper()
+	if len(bodies) == 0 {
+		return
+	}
+	require.NoError(h.tb, h.ch.Confirm(false))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	confirms := make([]*amqp.DeferredConfirmation, 0, len(bodies))
+	for _, body := range bodies {
+		dc, err := h.ch.PublishWithDeferredConfirmWithContext(ctx, "", h.topo.Queue, true, false, amqp.Publishing{
+			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: body,
+		})
+		require.NoError(h.tb, err)
+		confirms = append(confirms, dc)
+	}
+	for _, dc := range confirms {
+		ok, err := dc.WaitContext(ctx)
+		require.NoError(h.tb, err)
+		require.True(h.tb, ok, "broker nacked a publish")
+	}
+}
 
 // results collects n results, keyed by internal id, failing on a duplicate.
 func (h *harness) results(n int, timeout time.Duration) map[string]messages.Result {

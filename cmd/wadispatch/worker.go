@@ -11,10 +11,12 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/admin"
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/logging"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/metrics"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
@@ -36,6 +38,8 @@ type Worker struct {
 	broker  *broker.Broker
 	system  *actor.ActorSystem
 	router  *actor.PID
+	metrics *metrics.Metrics
+	admin   *admin.Server // nil when ADMIN_ADDR is off
 	// work bounds sends and settlements; it is cancelled only when the
 	// shutdown timeout has passed.
 	work       context.Context
@@ -90,23 +94,73 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return logger.With(slog.String("component", "protoactor"))
 	}))
+	ids := make([]string, len(cfg.Tenants))
+	for i, t := range cfg.Tenants {
+		ids[i] = t.ID
+	}
+	m := metrics.New(ids)
+	m.SetPrefetch(cfg.Prefetch)
 	work, cancelWork := context.WithCancel(context.Background())
 	router, err := system.Root.SpawnNamed(actors.NewRouterProps(actors.Config{
-		Tenants: cfg.Tenants,
-		Tokens:  tokens,
-		Sender:  sender,
-		Broker:  b,
-		Clock:   opts.Clock,
-		Logger:  logger,
-		Context: work,
+		Tenants:  cfg.Tenants,
+		Tokens:   tokens,
+		Sender:   sender,
+		Broker:   b,
+		Clock:    opts.Clock,
+		Logger:   logger,
+		Context:  work,
+		Observer: m,
 	}), "router")
 	if err != nil {
 		cancelWork()
 		_ = b.Close()
 		return nil, fmt.Errorf("spawn router: %w", err)
 	}
-	return &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
-		router: router, work: work, cancelWork: cancelWork}, nil
+	w := &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
+		router: router, metrics: m, work: work, cancelWork: cancelWork}
+	m.SetTenantSource(w.listTenants)
+	if cfg.AdminEnabled() {
+		w.admin, err = admin.New(admin.Options{
+			Addr: cfg.AdminAddr, Token: cfg.AdminToken,
+			Root: system.Root, Router: router,
+			Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
+		})
+		if err == nil {
+			err = w.admin.Start()
+		}
+		if err != nil {
+			w.stopActors()
+			_ = b.Close()
+			return nil, fmt.Errorf("admin API on %s: %w", cfg.AdminAddr, err)
+		}
+		logger.Info("admin_listening", slog.String("addr", w.admin.Addr()))
+	}
+	return w, nil
+}
+
+// listTenants asks the router for every tenant's state, for metrics.
+func (w *Worker) listTenants(ctx context.Context) ([]messages.TenantInfo, error) {
+	timeout := admin.DefaultListTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	res, err := w.system.Root.RequestFuture(w.router, &messages.ListTenants{}, timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ask router for tenants: %w", err)
+	}
+	list, ok := res.(*messages.TenantList)
+	if !ok {
+		return nil, fmt.Errorf("ask router for tenants: unexpected answer %T", res)
+	}
+	return list.Tenants, nil
+}
+
+// stopActors cancels sends in progress and stops the router and its
+// tenants.
+func (w *Worker) stopActors() {
+	w.cancelWork()
+	_ = w.system.Root.PoisonFuture(w.router).Wait()
+	w.system.Shutdown()
 }
 
 // Run consumes jobs until ctx ends, then shuts down: it stops consuming,
@@ -118,13 +172,30 @@ func (w *Worker) Run(ctx context.Context) error {
 	deliveries := make(chan *broker.Delivery)
 	consumed := make(chan error, 1)
 	go func() { consumed <- w.broker.Run(consume, deliveries) }()
+	go w.broker.RunBackpressure(consume, broker.BackpressureOptions{
+		Interval: w.cfg.BackpressureInterval,
+		High:     w.cfg.BackpressureHigh,
+		Low:      w.cfg.BackpressureLow,
+		Normal:   w.cfg.Prefetch,
+		Reduced:  w.cfg.PrefetchReduced,
+		OnDepth:  w.metrics.SetQueueDepth,
+		OnChange: func(_, _, to int) {
+			w.metrics.PrefetchChanged()
+			w.metrics.SetPrefetch(to)
+		},
+	})
 	w.logger.Info("worker_started", slog.Int("tenants", len(w.cfg.Tenants)), slog.String("queue", w.cfg.Queue))
 	root := w.system.Root
+	sample := time.NewTicker(time.Second)
+	defer sample.Stop()
 loop:
 	for {
 		select {
 		case d := <-deliveries:
 			root.Send(w.router, &messages.Deliver{Delivery: d})
+		case <-sample.C:
+			w.metrics.SetReady(w.broker.Ready())
+			w.metrics.SetPrefetch(w.broker.Prefetch())
 		case <-ctx.Done():
 			break loop
 		}
@@ -136,10 +207,15 @@ loop:
 	drain, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
 	defer cancel()
 	settleErr := w.broker.WaitSettled(drain)
-	w.cancelWork()
-	_ = root.PoisonFuture(w.router).Wait()
+	w.stopActors()
 	err := w.broker.Close()
-	w.system.Shutdown()
+	if w.admin != nil {
+		// The admin API answers until the end, so an operator can watch
+		// the shutdown; it goes last.
+		stopAdmin, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
+		_ = w.admin.Shutdown(stopAdmin)
+		cancelAdmin()
+	}
 	w.logger.Info("worker_stopped", slog.Int64("duration", time.Since(start).Milliseconds()),
 		slog.Int("handedBack", w.broker.Unsettled()))
 	if settleErr != nil {
@@ -169,6 +245,14 @@ func (w *Worker) Router() *actor.PID { return w.router }
 
 // System is the worker's actor system.
 func (w *Worker) System() *actor.ActorSystem { return w.system }
+
+// AdminAddr is the admin API's listening address, "" when it is off.
+func (w *Worker) AdminAddr() string {
+	if w.admin == nil {
+		return ""
+	}
+	return w.admin.Addr()
+}
 
 // Ready reports whether the worker is consuming.
 func (w *Worker) Ready() bool { return w.broker.Ready() }

@@ -1,0 +1,375 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+// DefaultAskTimeout bounds how long a request waits for the router's answer
+// when Options.AskTimeout is zero.
+const DefaultAskTimeout = 2 * time.Second
+
+// DefaultListTimeout bounds GET /v1/tenants when Options.ListTimeout is
+// zero. The router waits up to actors.AskTimeout for each tenant before it
+// answers, marking the silent ones, so the list needs a little longer than
+// that: otherwise one stuck tenant would turn the whole list into a 503.
+const DefaultListTimeout = actors.AskTimeout + time.Second
+
+// The http.Server's limits. writeTimeout leaves room for the slowest
+// answer: an ask timeout, or a /metrics scrape that asks every tenant.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// Errors New returns.
+var (
+	ErrTokenRequired = errors.New("ADMIN_TOKEN is required")
+	ErrInvalidAddr   = errors.New("invalid ADMIN_ADDR")
+)
+
+// ErrAlreadyStarted is returned by a second Start.
+var ErrAlreadyStarted = errors.New("admin server already started")
+
+// Options configures a Server.
+type Options struct {
+	// Addr is ADMIN_ADDR, the host:port to listen on (port 0 picks one).
+	Addr string
+	// Token is ADMIN_TOKEN; when set, every route but /healthz requires
+	// "Authorization: Bearer <Token>". Required unless Addr is loopback.
+	Token string
+	// Root and Router are how tenant questions are asked.
+	Root   *actor.RootContext
+	Router *actor.PID
+	// Ready answers /readyz; nil means always ready.
+	Ready func() bool
+	// Metrics serves /metrics; nil answers 404.
+	Metrics http.Handler
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// AskTimeout bounds each question about one tenant (default 2 s).
+	AskTimeout time.Duration
+	// ListTimeout bounds the question for every tenant (default 3 s).
+	ListTimeout time.Duration
+}
+
+// Server is the admin HTTP server. Its methods are safe for concurrent use.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	handler http.Handler
+	srv     *http.Server
+
+	mu      sync.Mutex
+	ln      net.Listener
+	serving chan struct{} // closed when Serve returns
+}
+
+// New checks opts and builds a Server; it does not listen yet (see Start).
+// It refuses an Addr beyond loopback (127.0.0.0/8, ::1, localhost) without a
+// Token.
+func New(opts Options) (*Server, error) {
+	if opts.Root == nil || opts.Router == nil {
+		return nil, errors.New("admin: Options.Root and Options.Router are required")
+	}
+	host, _, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: must be host:port like 127.0.0.1:8081 (got %q)", ErrInvalidAddr, opts.Addr)
+	}
+	if opts.Token == "" && !isLoopback(host) {
+		return nil, fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
+			ErrTokenRequired, opts.Addr)
+	}
+	if opts.AskTimeout <= 0 {
+		opts.AskTimeout = DefaultAskTimeout
+	}
+	if opts.ListTimeout <= 0 {
+		opts.ListTimeout = DefaultListTimeout
+	}
+	if opts.Ready == nil {
+		opts.Ready = func() bool { return true }
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, log: opts.Logger}
+	s.handler = s.routes()
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// isLoopback reports whether host (of a host:port) is loopback; an empty
+// host listens on every interface, so it is not.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Handler is the server's routes with authentication, for tests and for
+// embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start listens on Addr now, so that an error such as "address already in
+// use" is returned here, then serves in the background until Shutdown.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return ErrAlreadyStarted
+	}
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("admin: listen on ADMIN_ADDR %s: %w", s.opts.Addr, err)
+	}
+	s.ln = ln
+	s.serving = make(chan struct{})
+	s.log.Info("admin_listening", slog.String("addr", ln.Addr().String()), slog.Bool("auth", s.opts.Token != ""))
+	go func() {
+		defer close(s.serving)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin_serve_failed", slog.String("error", err.Error()))
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on (the real port when Addr asked
+// for port 0), or Options.Addr before Start.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return s.opts.Addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops accepting requests and waits, within ctx, for the ones in
+// progress. It is a no-op before Start.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	serving := s.serving
+	s.mu.Unlock()
+	if serving == nil {
+		return nil
+	}
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("admin: shutdown: %w", err)
+	}
+	select {
+	case <-serving:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("admin: shutdown: %w", ctx.Err())
+	}
+}
+
+type route struct {
+	method, path string
+	handler      http.HandlerFunc
+}
+
+// routes builds the mux. Each path also gets a method-less pattern that
+// answers 405 in JSON (the mux's own 405 is plain text), and "/" answers 404
+// in JSON. Cross-origin browser requests that change state are refused, so
+// a web page cannot pause a tenant through a loopback listener.
+func (s *Server) routes() http.Handler {
+	rs := []route{
+		{http.MethodGet, "/healthz", s.healthz},
+		{http.MethodGet, "/readyz", s.readyz},
+		{http.MethodGet, "/metrics", s.metrics},
+		{http.MethodGet, "/v1/tenants", s.listTenants},
+		{http.MethodGet, "/v1/tenants/{id}", s.getTenant},
+		{http.MethodPost, "/v1/tenants/{id}/breaker/reset", s.command("breaker_reset", func(id string) any { return &messages.ResetBreaker{TenantID: id} })},
+		{http.MethodPost, "/v1/tenants/{id}/pause", s.command("pause", func(id string) any { return &messages.PauseTenant{TenantID: id} })},
+		{http.MethodPost, "/v1/tenants/{id}/resume", s.command("resume", func(id string) any { return &messages.ResumeTenant{TenantID: id} })},
+	}
+	mux := http.NewServeMux()
+	allowed := map[string][]string{}
+	var paths []string
+	for _, r := range rs {
+		mux.HandleFunc(r.method+" "+r.path, r.handler)
+		if _, seen := allowed[r.path]; !seen {
+			paths = append(paths, r.path)
+		}
+		allowed[r.path] = append(allowed[r.path], r.method)
+		if r.method == http.MethodGet {
+			allowed[r.path] = append(allowed[r.path], http.MethodHead)
+		}
+	}
+	for _, p := range paths {
+		mux.Handle(p, methodNotAllowed(allowed[p]))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such route %s %s", r.Method, r.URL.Path))
+	})
+
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	return s.authenticate(cop.Handler(mux))
+}
+
+func methodNotAllowed(methods []string) http.Handler {
+	allow := strings.Join(slices.Compact(slices.Sorted(slices.Values(methods))), ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+	})
+}
+
+// authenticate requires the bearer token on every path but /healthz, when a
+// token is set. Both sides are hashed before the constant-time comparison
+// so that not even the token's length leaks.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if s.opts.Token == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(s.opts.Token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wadispatch"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token; send the worker's ADMIN_TOKEN as \"Authorization: Bearer <token>\"")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.opts.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Metrics == nil {
+		writeError(w, http.StatusNotFound, "metrics are not enabled")
+		return
+	}
+	s.opts.Metrics.ServeHTTP(w, r)
+}
+
+// tenantList is the body of GET /v1/tenants.
+type tenantList struct {
+	Tenants []messages.TenantInfo `json:"tenants"`
+}
+
+func (s *Server) listTenants(w http.ResponseWriter, _ *http.Request) {
+	s.answer(w, "router", s.opts.ListTimeout, &messages.ListTenants{})
+}
+
+func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
+	s.answer(w, "tenant actor", s.opts.AskTimeout, &messages.GetTenant{TenantID: r.PathValue("id")})
+}
+
+// command handles an operator command; a command that reached its tenant is
+// logged, as an audit trail.
+func (s *Server) command(name string, msg func(id string) any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if s.answer(w, "tenant actor", s.opts.AskTimeout, msg(id)) {
+			s.log.Info("admin_command", slog.String("command", name), slog.String("tenantId", id),
+				slog.String("remoteAddr", r.RemoteAddr))
+		}
+	}
+}
+
+// answer asks the router msg, waiting up to timeout, and writes its answer;
+// who names the actor expected to answer, for the timeout message. It
+// reports whether the answer was a tenant's state or list.
+func (s *Server) answer(w http.ResponseWriter, who string, timeout time.Duration, msg any) bool {
+	res, err := s.opts.Root.RequestFuture(s.opts.Router, msg, timeout).Result()
+	if err != nil {
+		text := fmt.Sprintf("%s did not answer within %s", who, timeout)
+		if errors.Is(err, actor.ErrDeadLetter) {
+			text = "router is not running"
+		}
+		s.log.Warn("admin_ask_failed", slog.String("message", fmt.Sprintf("%T", msg)), slog.String("error", err.Error()))
+		writeError(w, http.StatusServiceUnavailable, text)
+		return false
+	}
+	switch res := res.(type) {
+	case *messages.TenantInfo:
+		writeJSON(w, http.StatusOK, res)
+		return true
+	case *messages.TenantList:
+		tenants := res.Tenants
+		if tenants == nil {
+			tenants = []messages.TenantInfo{}
+		}
+		writeJSON(w, http.StatusOK, tenantList{Tenants: tenants})
+		return true
+	case *messages.TenantNotFound:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q is not configured", res.TenantID))
+	default:
+		s.log.Error("admin_unexpected_answer", slog.String("message", fmt.Sprintf("%T", msg)), slog.String("answer", fmt.Sprintf("%T", res)))
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("unexpected answer %T", res))
+	}
+	return false
+}
+
+// errorBody is every error response's body.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, text string) {
+	writeJSON(w, status, errorBody{Error: text})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,546 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/admin"
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+const testToken = "adm-7f3e9c1b5d2a4e6f8091"
+
+// stubRouter answers the admin messages the way the router does, from a
+// fixed set of tenants it owns (only its goroutine touches them).
+type stubRouter struct {
+	ids     []string
+	tenants map[string]*messages.TenantInfo
+}
+
+func newStubRouter() *stubRouter {
+	return &stubRouter{
+		ids: []string{"acme", "globex"},
+		tenants: map[string]*messages.TenantInfo{
+			"acme": {ID: "acme", Active: true, CircuitState: "OPEN", ConsecutiveFailures: 5,
+				TokensAvailable: 12, TokensMax: 80, Sent: 41, Failed: 2, LastError: "transient: HTTP 503"},
+			"globex": {ID: "globex", CircuitState: "CLOSED", TokensAvailable: 20, TokensMax: 20, Quarantined: true},
+		},
+	}
+}
+
+func (r *stubRouter) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *messages.ListTenants:
+		list := &messages.TenantList{}
+		for _, id := range r.ids {
+			list.Tenants = append(list.Tenants, *r.tenants[id])
+		}
+		ctx.Respond(list)
+	case *messages.GetTenant:
+		r.respond(ctx, msg.TenantID, func(*messages.TenantInfo) {})
+	case *messages.ResetBreaker:
+		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) {
+			t.CircuitState, t.ConsecutiveFailures = "CLOSED", 0
+		})
+	case *messages.PauseTenant:
+		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) { t.Paused = true })
+	case *messages.ResumeTenant:
+		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) { t.Paused, t.Quarantined = false, false })
+	}
+}
+
+func (r *stubRouter) respond(ctx actor.Context, id string, change func(*messages.TenantInfo)) {
+	t, ok := r.tenants[id]
+	if !ok {
+		ctx.Respond(&messages.TenantNotFound{TenantID: id})
+		return
+	}
+	change(t)
+	info := *t
+	ctx.Respond(&info)
+}
+
+// silentRouter never answers.
+type silentRouter struct{}
+
+func (silentRouter) Receive(actor.Context) {}
+
+func newSystem(tb testing.TB) *actor.ActorSystem {
+	tb.Helper()
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	tb.Cleanup(system.Shutdown)
+	return system
+}
+
+// spawnRouter starts a stub router answering like the real one.
+func spawnRouter(tb testing.TB, system *actor.ActorSystem) *actor.PID {
+	tb.Helper()
+	return system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newStubRouter() }))
+}
+
+// startServer starts a Server on a free loopback port and returns its base
+// URL; opts.Root and opts.Router default to a fresh system and stub router.
+func startServer(tb testing.TB, opts admin.Options) (*admin.Server, string) {
+	tb.Helper()
+	if opts.Root == nil {
+		system := newSystem(tb)
+		opts.Root, opts.Router = system.Root, spawnRouter(tb, system)
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	s, err := admin.New(opts)
+	require.NoError(tb, err)
+	require.NoError(tb, s.Start())
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		assert.NoError(tb, s.Shutdown(ctx))
+	})
+	return s, "http://" + s.Addr()
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func do(tb testing.TB, method, url, token string) response {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(tb, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return doRequest(tb, req)
+}
+
+func doRequest(tb testing.TB, req *http.Request) response {
+	tb.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(tb, err)
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+func decode[T any](tb testing.TB, r response) T {
+	tb.Helper()
+	var v T
+	require.NoError(tb, json.Unmarshal([]byte(r.body), &v), "body: %s", r.body)
+	return v
+}
+
+func TestRoutes(t *testing.T) {
+	var ready atomic.Bool
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = io.WriteString(w, "wadispatch_up 1\n")
+	})
+	_, base := startServer(t, admin.Options{Ready: ready.Load, Metrics: metrics})
+
+	t.Run("HealthzIsAlwaysOK", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/healthz", "")
+		assert.Equal(t, http.StatusOK, r.status)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+		assert.JSONEq(t, `{"status":"ok"}`, r.body)
+	})
+
+	t.Run("ReadyzFollowsReady", func(t *testing.T) {
+		ready.Store(false)
+		r := do(t, http.MethodGet, base+"/readyz", "")
+		assert.Equal(t, http.StatusServiceUnavailable, r.status)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+		assert.JSONEq(t, `{"status":"not ready"}`, r.body)
+
+		ready.Store(true)
+		r = do(t, http.MethodGet, base+"/readyz", "")
+		assert.Equal(t, http.StatusOK, r.status)
+		assert.JSONEq(t, `{"status":"ready"}`, r.body)
+	})
+
+	t.Run("MetricsServesTheGivenHandler", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/metrics", "")
+		assert.Equal(t, http.StatusOK, r.status)
+		assert.Equal(t, "wadispatch_up 1\n", r.body)
+	})
+
+	t.Run("ListReturnsEveryTenant", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/v1/tenants", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+		body := decode[struct {
+			Tenants []messages.TenantInfo `json:"tenants"`
+		}](t, r)
+		require.Len(t, body.Tenants, 2)
+		assert.Equal(t, "acme", body.Tenants[0].ID)
+		assert.Equal(t, "OPEN", body.Tenants[0].CircuitState)
+		assert.InDelta(t, 12.0, body.Tenants[0].TokensAvailable, 1e-9)
+		assert.Equal(t, 80, body.Tenants[0].TokensMax)
+		assert.Equal(t, "globex", body.Tenants[1].ID)
+		assert.True(t, body.Tenants[1].Quarantined)
+	})
+
+	t.Run("GetReturnsTheTenant", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/v1/tenants/acme", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+		info := decode[messages.TenantInfo](t, r)
+		assert.Equal(t, "acme", info.ID)
+		assert.Equal(t, int64(41), info.Sent)
+		assert.Equal(t, "transient: HTTP 503", info.LastError)
+		assert.Contains(t, r.body, `"circuitState":"OPEN"`, "field names follow TenantInfo's JSON tags")
+	})
+
+	t.Run("UnknownTenantIs404", func(t *testing.T) {
+		for _, c := range []struct{ method, path string }{
+			{http.MethodGet, "/v1/tenants/nope"},
+			{http.MethodPost, "/v1/tenants/nope/breaker/reset"},
+			{http.MethodPost, "/v1/tenants/nope/pause"},
+			{http.MethodPost, "/v1/tenants/nope/resume"},
+		} {
+			r := do(t, c.method, base+c.path, "")
+			assert.Equal(t, http.StatusNotFound, r.status, c.path)
+			assert.Equal(t, "application/json", r.header.Get("Content-Type"), c.path)
+			assert.JSONEq(t, `{"error":"tenant \"nope\" is not configured"}`, r.body, c.path)
+		}
+	})
+
+	t.Run("BreakerResetReturnsTheClosedBreaker", func(t *testing.T) {
+		r := do(t, http.MethodPost, base+"/v1/tenants/acme/breaker/reset", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		info := decode[messages.TenantInfo](t, r)
+		assert.Equal(t, "CLOSED", info.CircuitState)
+		assert.Zero(t, info.ConsecutiveFailures)
+	})
+
+	t.Run("PauseAndResumeReturnTheChangedTenant", func(t *testing.T) {
+		r := do(t, http.MethodPost, base+"/v1/tenants/acme/pause", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.True(t, decode[messages.TenantInfo](t, r).Paused)
+
+		r = do(t, http.MethodGet, base+"/v1/tenants/acme", "")
+		assert.True(t, decode[messages.TenantInfo](t, r).Paused, "the pause sticks")
+
+		r = do(t, http.MethodPost, base+"/v1/tenants/globex/resume", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.False(t, decode[messages.TenantInfo](t, r).Quarantined, "resume lifts a quarantine")
+
+		r = do(t, http.MethodPost, base+"/v1/tenants/acme/resume", "")
+		require.Equal(t, http.StatusOK, r.status, r.body)
+		assert.False(t, decode[messages.TenantInfo](t, r).Paused)
+	})
+
+	t.Run("WrongMethodIs405", func(t *testing.T) {
+		for _, c := range []struct{ method, path, allow string }{
+			{http.MethodDelete, "/v1/tenants/acme", "GET, HEAD"},
+			{http.MethodPost, "/v1/tenants", "GET, HEAD"},
+			{http.MethodGet, "/v1/tenants/acme/pause", "POST"},
+			{http.MethodGet, "/v1/tenants/acme/breaker/reset", "POST"},
+			{http.MethodPost, "/healthz", "GET, HEAD"},
+		} {
+			r := do(t, c.method, base+c.path, "")
+			assert.Equal(t, http.StatusMethodNotAllowed, r.status, c.path)
+			assert.Equal(t, c.allow, r.header.Get("Allow"), c.path)
+			assert.Equal(t, "application/json", r.header.Get("Content-Type"), c.path)
+			assert.Contains(t, decode[map[string]string](t, r)["error"], "not allowed", c.path)
+		}
+	})
+
+	t.Run("UnknownRouteIs404JSON", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/v2/everything", "")
+		assert.Equal(t, http.StatusNotFound, r.status)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+		assert.Contains(t, decode[map[string]string](t, r)["error"], "/v2/everything")
+	})
+
+	t.Run("CrossOriginBrowserPostIsRefused", func(t *testing.T) {
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/tenants/acme/pause", nil)
+		require.NoError(t, err)
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		req.Header.Set("Origin", "https://evil.example")
+		r := doRequest(t, req)
+		assert.Equal(t, http.StatusForbidden, r.status)
+		assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+
+		info := decode[messages.TenantInfo](t, do(t, http.MethodGet, base+"/v1/tenants/acme", ""))
+		assert.False(t, info.Paused, "the refused request changed nothing")
+	})
+}
+
+func TestMetricsNotConfigured(t *testing.T) {
+	_, base := startServer(t, admin.Options{})
+	r := do(t, http.MethodGet, base+"/metrics", "")
+	assert.Equal(t, http.StatusNotFound, r.status)
+	assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+}
+
+func TestRouterThatDoesNotAnswer(t *testing.T) {
+	system := newSystem(t)
+	silent := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return silentRouter{} }))
+	const askTimeout = 100 * time.Millisecond
+	_, base := startServer(t, admin.Options{Root: system.Root, Router: silent, AskTimeout: askTimeout, ListTimeout: askTimeout})
+
+	for _, c := range []struct{ name, method, path, who string }{
+		{"ListIs503", http.MethodGet, "/v1/tenants", "router"},
+		{"GetIs503", http.MethodGet, "/v1/tenants/acme", "tenant actor"},
+		{"ResetIs503", http.MethodPost, "/v1/tenants/acme/breaker/reset", "tenant actor"},
+		{"PauseIs503", http.MethodPost, "/v1/tenants/acme/pause", "tenant actor"},
+		{"ResumeIs503", http.MethodPost, "/v1/tenants/acme/resume", "tenant actor"},
+	} {
+		t.Run(c.name+"WithinTheAskTimeout", func(t *testing.T) {
+			start := time.Now()
+			r := do(t, c.method, base+c.path, "")
+			elapsed := time.Since(start)
+			assert.Equal(t, http.StatusServiceUnavailable, r.status)
+			assert.Equal(t, "application/json", r.header.Get("Content-Type"))
+			assert.JSONEq(t, `{"error":"`+c.who+` did not answer within 100ms"}`, r.body)
+			assert.GreaterOrEqual(t, elapsed, askTimeout)
+			assert.Less(t, elapsed, time.Second)
+		})
+	}
+
+	t.Run("StoppedRouterIs503", func(t *testing.T) {
+		system := newSystem(t)
+		pid := spawnRouter(t, system)
+		require.NoError(t, system.Root.StopFuture(pid).Wait())
+		_, base := startServer(t, admin.Options{Root: system.Root, Router: pid, AskTimeout: askTimeout, ListTimeout: askTimeout})
+		r := do(t, http.MethodGet, base+"/v1/tenants", "")
+		assert.Equal(t, http.StatusServiceUnavailable, r.status)
+		assert.JSONEq(t, `{"error":"router is not running"}`, r.body)
+	})
+}
+
+// slowListRouter answers ListTenants after delay, as the router does while
+// it waits for a stuck tenant.
+type slowListRouter struct{ delay time.Duration }
+
+func (r slowListRouter) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*messages.ListTenants); ok {
+		sender, root := ctx.Sender(), ctx.ActorSystem().Root
+		time.AfterFunc(r.delay, func() {
+			root.Send(sender, &messages.TenantList{Tenants: []messages.TenantInfo{
+				{ID: "acme", Active: true, LastError: "no answer from tenant actor"},
+			}})
+		})
+	}
+}
+
+func TestListWaitsLongerThanOneTenant(t *testing.T) {
+	system := newSystem(t)
+	slow := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return slowListRouter{200 * time.Millisecond} }))
+	_, base := startServer(t, admin.Options{Root: system.Root, Router: slow,
+		AskTimeout: 100 * time.Millisecond, ListTimeout: 2 * time.Second})
+
+	r := do(t, http.MethodGet, base+"/v1/tenants", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.Contains(t, r.body, "no answer from tenant actor")
+}
+
+func TestDefaultTimeouts(t *testing.T) {
+	assert.Equal(t, 2*time.Second, admin.DefaultAskTimeout)
+	assert.Greater(t, admin.DefaultListTimeout, actors.AskTimeout, "the router's own wait for a tenant fits in the list's")
+}
+
+func TestAuth(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "m 1\n") })
+	_, base := startServer(t, admin.Options{Token: testToken, Metrics: metrics, Logger: logger, Ready: func() bool { return true }})
+
+	protected := []struct{ method, path string }{
+		{http.MethodGet, "/v1/tenants"},
+		{http.MethodGet, "/v1/tenants/acme"},
+		{http.MethodPost, "/v1/tenants/acme/breaker/reset"},
+		{http.MethodPost, "/v1/tenants/acme/pause"},
+		{http.MethodPost, "/v1/tenants/acme/resume"},
+		{http.MethodGet, "/readyz"},
+		{http.MethodGet, "/metrics"},
+		{http.MethodGet, "/nowhere"},
+	}
+
+	t.Run("MissingTokenIs401", func(t *testing.T) {
+		for _, c := range protected {
+			r := do(t, c.method, base+c.path, "")
+			assert.Equal(t, http.StatusUnauthorized, r.status, c.path)
+			assert.Contains(t, r.header.Get("WWW-Authenticate"), "Bearer", c.path)
+			assert.Equal(t, "application/json", r.header.Get("Content-Type"), c.path)
+			assert.Contains(t, decode[map[string]string](t, r)["error"], "bearer token", c.path)
+		}
+	})
+
+	t.Run("WrongTokenIs401", func(t *testing.T) {
+		for _, tok := range []string{"wrong", testToken + "x", testToken[:len(testToken)-1]} {
+			r := do(t, http.MethodGet, base+"/v1/tenants", tok)
+			assert.Equal(t, http.StatusUnauthorized, r.status)
+			assert.NotContains(t, r.body, testToken)
+		}
+		req, err := http.NewRequest(http.MethodGet, base+"/v1/tenants", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Basic "+testToken)
+		assert.Equal(t, http.StatusUnauthorized, doRequest(t, req).status, "the scheme must be Bearer")
+	})
+
+	t.Run("RightTokenIsAccepted", func(t *testing.T) {
+		for _, c := range protected[:len(protected)-1] {
+			r := do(t, c.method, base+c.path, testToken)
+			assert.Equal(t, http.StatusOK, r.status, c.path)
+			assert.NotContains(t, r.body, testToken, c.path)
+		}
+		req, err := http.NewRequest(http.MethodGet, base+"/v1/tenants", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "bearer "+testToken)
+		assert.Equal(t, http.StatusOK, doRequest(t, req).status, "the scheme is case-insensitive")
+	})
+
+	t.Run("HealthzNeedsNoToken", func(t *testing.T) {
+		r := do(t, http.MethodGet, base+"/healthz", "")
+		assert.Equal(t, http.StatusOK, r.status)
+		assert.JSONEq(t, `{"status":"ok"}`, r.body)
+	})
+
+	t.Run("TokenIsNeverLogged", func(t *testing.T) {
+		assert.NotContains(t, logs.String(), testToken)
+		assert.Contains(t, logs.String(), "admin_listening", "the logger was used")
+		assert.Contains(t, logs.String(), `"command":"pause","tenantId":"acme"`, "commands are audited")
+	})
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func TestNew(t *testing.T) {
+	system := newSystem(t)
+	router := spawnRouter(t, system)
+
+	for _, c := range []struct {
+		name, addr, token string
+		wantErr           error
+	}{
+		{"RefusesAllInterfacesWithoutToken", "0.0.0.0:8081", "", admin.ErrTokenRequired},
+		{"RefusesEmptyHostWithoutToken", ":8081", "", admin.ErrTokenRequired},
+		{"RefusesPublicAddressWithoutToken", "192.0.2.10:8081", "", admin.ErrTokenRequired},
+		{"RefusesAddressWithoutPort", "127.0.0.1", testToken, admin.ErrInvalidAddr},
+		{"AcceptsAllInterfacesWithToken", "0.0.0.0:8081", testToken, nil},
+		{"AcceptsIPv4LoopbackWithoutToken", "127.0.0.1:8081", "", nil},
+		{"AcceptsAnyOf127Slash8WithoutToken", "127.0.0.5:8081", "", nil},
+		{"AcceptsIPv6LoopbackWithoutToken", "[::1]:8081", "", nil},
+		{"AcceptsLocalhostWithoutToken", "localhost:8081", "", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := admin.New(admin.Options{Addr: c.addr, Token: c.token, Root: system.Root, Router: router})
+			if c.wantErr == nil {
+				require.NoError(t, err)
+				assert.NotNil(t, s)
+				return
+			}
+			require.ErrorIs(t, err, c.wantErr)
+			assert.Contains(t, err.Error(), "ADMIN_ADDR")
+			if c.token != "" {
+				assert.NotContains(t, err.Error(), c.token)
+			}
+		})
+	}
+
+	t.Run("TokenErrorSaysWhatToDo", func(t *testing.T) {
+		_, err := admin.New(admin.Options{Addr: "0.0.0.0:8081", Root: system.Root, Router: router})
+		require.Error(t, err)
+		assert.Equal(t, "ADMIN_TOKEN is required because ADMIN_ADDR 0.0.0.0:8081 listens beyond loopback; "+
+			"set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off", err.Error())
+	})
+
+	t.Run("RefusesMissingRouter", func(t *testing.T) {
+		_, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root})
+		assert.Error(t, err)
+	})
+}
+
+func TestStartAndShutdown(t *testing.T) {
+	system := newSystem(t)
+	router := spawnRouter(t, system)
+
+	t.Run("AddrIsTheRealPort", func(t *testing.T) {
+		s, base := startServer(t, admin.Options{Root: system.Root, Router: router})
+		assert.NotEqual(t, "127.0.0.1:0", s.Addr())
+		assert.Equal(t, http.StatusOK, do(t, http.MethodGet, base+"/healthz", "").status)
+	})
+
+	t.Run("AddressInUseFailsSynchronously", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = ln.Close() })
+		s, err := admin.New(admin.Options{Addr: ln.Addr().String(), Root: system.Root, Router: router})
+		require.NoError(t, err)
+		err = s.Start()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "ADMIN_ADDR "+ln.Addr().String())
+		assert.Contains(t, err.Error(), "address already in use")
+	})
+
+	t.Run("SecondStartFails", func(t *testing.T) {
+		s, _ := startServer(t, admin.Options{Root: system.Root, Router: router})
+		assert.ErrorIs(t, s.Start(), admin.ErrAlreadyStarted)
+	})
+
+	t.Run("ShutdownStopsServing", func(t *testing.T) {
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router})
+		require.NoError(t, err)
+		require.NoError(t, s.Start())
+		addr := s.Addr()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, s.Shutdown(ctx))
+		_, err = http.Get("http://" + addr + "/healthz")
+		assert.Error(t, err)
+	})
+
+	t.Run("ShutdownBeforeStartIsNoop", func(t *testing.T) {
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router})
+		require.NoError(t, err)
+		assert.NoError(t, s.Shutdown(context.Background()))
+	})
+
+	t.Run("HandlerServesWithoutStart", func(t *testing.T) {
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router, Token: testToken})
+		require.NoError(t, err)
+		req, err := http.NewRequest(http.MethodGet, "/v1/tenants/acme", nil)
+		require.NoError(t, err)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		assert.Equal(t, http.StatusUnauthorized, rec.Code, "Handler includes authentication")
+	})
+}

@@ -1,0 +1,67 @@
+package admin_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/admin"
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+func TestWriteTable(t *testing.T) {
+	tenants := []messages.TenantInfo{
+		{ID: "acme", CircuitState: "CLOSED", TokensAvailable: 12, TokensMax: 80, InFlight: 1, Deferred: 3,
+			Sent: 1042, Failed: 2, LastError: "transient: HTTP 503"},
+		{ID: "globex-corporation", CircuitState: "OPEN", TokensAvailable: 0.5, TokensMax: 20, Deferred: 140,
+			Sent: 7, Failed: 31, Restarts: 6, Quarantined: true, LastError: "tenant_blocked: (#368)\ttemporarily\nblocked"},
+		{ID: "initech", CircuitState: "HALF_OPEN", TokensAvailable: 5, TokensMax: 5, Paused: true},
+		{ID: "umbrella", CircuitState: "CLOSED", TokensAvailable: 1, TokensMax: 1, Paused: true, Quarantined: true,
+			LastError: strings.Repeat("x", 200)},
+		{ID: "stuck", LastError: "no answer from tenant actor"},
+	}
+	var b strings.Builder
+	require.NoError(t, admin.WriteTable(&b, tenants))
+	out := b.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+
+	t.Run("MatchesTheGoldenOutput", func(t *testing.T) {
+		want := "" +
+			"ID                  BREAKER                       TOKENS   IN-FLIGHT  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n" +
+			"acme                closed                        12.0/80  1          3         1042  2       0         transient: HTTP 503\n" +
+			"globex-corporation  open (quarantined)            0.5/20   0          140       7     31      6         tenant_blocked: (#368) temporarily blocked\n" +
+			"initech             half_open (paused)            5.0/5    0          0         0     0       0         -\n" +
+			"umbrella            closed (paused, quarantined)  1.0/1    0          0         0     0       0         " + strings.Repeat("x", 79) + "…\n" +
+			"stuck               unknown                       0.0/0    0          0         0     0       0         no answer from tenant actor\n"
+		assert.Equal(t, want, out)
+	})
+
+	t.Run("EveryTenantHasOneRow", func(t *testing.T) {
+		require.Len(t, lines, len(tenants)+1)
+		for i, tn := range tenants {
+			assert.True(t, strings.HasPrefix(lines[i+1], tn.ID+" "), "row %d is %s", i+1, tn.ID)
+		}
+	})
+
+	t.Run("ColumnsAreAligned", func(t *testing.T) {
+		header := lines[0]
+		for _, col := range []string{"BREAKER", "TOKENS", "IN-FLIGHT", "DEFERRED", "SENT", "FAILED", "RESTARTS", "LAST ERROR"} {
+			at := strings.Index(header, col)
+			require.Positive(t, at, col)
+			for _, row := range lines[1:] {
+				cells := []rune(row)
+				require.Greater(t, len(cells), at, row)
+				assert.Equal(t, ' ', cells[at-1], "column %s starts after a space in %q", col, row)
+				assert.NotEqual(t, ' ', cells[at], "column %s has a value in %q", col, row)
+			}
+		}
+	})
+
+	t.Run("EmptyListPrintsTheHeader", func(t *testing.T) {
+		var b strings.Builder
+		require.NoError(t, admin.WriteTable(&b, nil))
+		assert.Equal(t, "ID  BREAKER  TOKENS  IN-FLIGHT  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n", b.String())
+	})
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// adminArgs turn the admin API on, on a free loopback port.
+var adminArgs = []string{"--admin-addr", "127.0.0.1:0"}
+
+// call makes one admin API request and decodes a JSON answer into out
+// (when out is not nil), returning the status.
+func (h *harness) call(method, path, token string, out any) int {
+	h.tb.Helper()
+	req, err := http.NewRequest(method, "http://"+h.worker.AdminAddr()+path, nil)
+	require.NoError(h.tb, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(h.tb, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(h.tb, err)
+	if out != nil && resp.StatusCode < 300 {
+		require.NoError(h.tb, json.Unmarshal(body, out), "answer to %s %s: %s", method, path, body)
+	}
+	return resp.StatusCode
+}
+
+func (h *harness) adminTenant(id string) messages.TenantInfo {
+	h.tb.Helper()
+	var info messages.TenantInfo
+	require.Equal(h.tb, http.StatusOK, h.call(http.MethodGet, "/v1/tenants/"+id, "", &info))
+	return info
+}
+
+func countCalls(calls []testkit.Call, phone string) int {
+	n := 0
+	for _, c := range calls {
+		if c.PhoneNumberID == phone {
+			n++
+		}
+	}
+	return n
+}
+
+func TestAdminAnswersWhileTheTenantsMetaCallHangs(t *testing.T) {
+	tenants := defaultTenants(1)
+	a := tenants[0]
+	h := startHarness(t, tenants, harnessOptions{Args: append([]string{"--meta-timeout", "10s"}, adminArgs...)})
+	h.fake.Behave(a.Phone, testkit.Behaviour{Hang: true})
+	h.publish(job(a.ID, "hang-1", "15550000020"))
+	waitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.fake.WaitInFlight(waitCtx, 1), "the send is hanging at the fake Meta")
+
+	var took []time.Duration
+	for range 5 {
+		start := time.Now()
+		info := h.adminTenant(a.ID)
+		took = append(took, time.Since(start))
+		assert.Equal(t, 1, info.InFlight, "the hanging send is in flight")
+	}
+	slices.Sort(took)
+	t.Logf("GET /v1/tenants/%s while its send hangs: %v", a.ID, took)
+	assert.Less(t, took[len(took)/2], 100*time.Millisecond, "median answer time")
+	h.fake.Behave(a.Phone, testkit.Behaviour{})
+}
+
+func TestAdminPauseResumeAndBreakerReset(t *testing.T) {
+	t.Parallel() // waits out a pause recheck (15 s) beside the other slow test
+	paused := testTenant{ID: "paused", Phone: "700000000000001", Token: "EAAtoken-paused-s3cr3t"}
+	broken := testTenant{ID: "broken", Phone: "700000000000002", Token: "EAAtoken-broken-s3cr3t",
+		Extra: "breaker: {failure_threshold: 2, open_for: 600s}"}
+	h := startHarness(t, []testTenant{paused, broken}, harnessOptions{Args: adminArgs})
+
+	var info messages.TenantInfo
+	require.Equal(t, http.StatusOK, h.call(http.MethodPost, "/v1/tenants/paused/pause", "", &info))
+	assert.True(t, info.Paused)
+	for i := range 5 {
+		h.publish(job(paused.ID, fmt.Sprintf("paused-%d", i), "15550000021"))
+	}
+	require.Eventually(t, func() bool { return h.adminTenant(paused.ID).Deferred == 5 }, 10*time.Second, 20*time.Millisecond,
+		"a paused tenant's jobs are deferred")
+	assert.Zero(t, countCalls(h.fake.Calls(), paused.Phone), "a paused tenant sends nothing")
+
+	h.fake.Behave(broken.Phone, testkit.Behaviour{FailRaw: 500})
+	h.publish(job(broken.ID, "broken-0", "15550000022"))
+	h.publish(job(broken.ID, "broken-1", "15550000022"))
+	require.Eventually(t, func() bool { return h.adminTenant(broken.ID).CircuitState == "OPEN" }, 10*time.Second, 20*time.Millisecond)
+	h.fake.Behave(broken.Phone, testkit.Behaviour{})
+	require.Equal(t, http.StatusOK, h.call(http.MethodPost, "/v1/tenants/broken/breaker/reset", "", &info))
+	assert.Equal(t, "CLOSED", info.CircuitState)
+	h.publish(job(broken.ID, "broken-2", "15550000022"))
+	// With the breaker still open this would wait 600 s; reset, it is sent now
+	// (and the two failed jobs on their 1–2 s retry).
+	for id, r := range h.results(3, 20*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+		assert.True(t, strings.HasPrefix(id, "broken-"), id)
+	}
+
+	require.Equal(t, http.StatusOK, h.call(http.MethodPost, "/v1/tenants/paused/resume", "", &info))
+	assert.False(t, info.Paused)
+	for id, r := range h.results(5, 40*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+	}
+	assert.Equal(t, 5, countCalls(h.fake.Calls(), paused.Phone))
+	assert.Equal(t, http.StatusNotFound, h.call(http.MethodPost, "/v1/tenants/nobody/pause", "", nil))
+	assert.Equal(t, http.StatusNotFound, h.call(http.MethodGet, "/v1/tenants/nobody", "", nil))
+}
+
+// crashLoopSender makes a tenant crash-loop: every job's first call
+// panics, and while armed its later calls fail with a transient error (so
+// nothing is sent, and no job crashes often enough to be poison).
+type crashLoopSender struct {
+	next  whatsapp.Sender
+	armed atomic.Bool
+	mu    sync.Mutex
+	seen  map[string]int
+}
+
+func (c *crashLoopSender) wrap(next whatsapp.Sender) whatsapp.Sender { c.next = next; return c }
+
+func (c *crashLoopSender) Send(ctx context.Context, req whatsapp.Request) (whatsapp.Response, error) {
+	c.mu.Lock()
+	c.seen[string(req.Payload)]++
+	n := c.seen[string(req.Payload)]
+	c.mu.Unlock()
+	if c.armed.Load() {
+		if n == 1 {
+			panic("test: crash loop")
+		}
+		return whatsapp.Response{}, &whatsapp.APIError{HTTPStatus: 500, Code: 1, Message: "test: still broken"}
+	}
+	return c.next.Send(ctx, req)
+}
+
+func TestCrashLoopingTenantIsQuarantinedUntilResumed(t *testing.T) {
+	t.Parallel() // waits out a quarantine recheck (15 s) beside the other slow test
+	tenants := defaultTenants(2)
+	a, b := tenants[0], tenants[1]
+	cs := &crashLoopSender{seen: map[string]int{}}
+	cs.armed.Store(true)
+	h := startHarness(t, tenants, harnessOptions{Args: adminArgs, WrapSender: func(next whatsapp.Sender) whatsapp.Sender {
+		return &tenantSender{only: a.Phone, crash: cs.wrap(next), next: next}
+	}})
+	for i := range 5 {
+		h.publish(job(a.ID, fmt.Sprintf("crash-%d", i), "15550000023"))
+	}
+	require.Eventually(t, func() bool { return h.adminTenant(a.ID).Quarantined }, 20*time.Second, 20*time.Millisecond)
+	assert.GreaterOrEqual(t, h.adminTenant(a.ID).Restarts, 5)
+	assert.Equal(t, http.StatusOK, h.call(http.MethodGet, "/readyz", "", nil), "ready for everyone else")
+	for i := range 3 {
+		h.publish(job(b.ID, fmt.Sprintf("b-%d", i), "15550000024"))
+	}
+	for id, r := range h.results(3, 20*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+		assert.True(t, strings.HasPrefix(id, "b-"), "only B's jobs are sent while A is quarantined: %s", id)
+	}
+	require.Eventually(t, func() bool { return h.adminTenant(a.ID).Deferred == 5 }, 20*time.Second, 20*time.Millisecond,
+		"A's jobs are deferred, not sent, not lost")
+	assert.Zero(t, countCalls(h.fake.Calls(), a.Phone), "nothing of A's reached Meta")
+	assert.Len(t, h.events("tenant_quarantined"), 1)
+
+	cs.armed.Store(false) // the operator fixed the cause
+	require.Equal(t, http.StatusOK, h.call(http.MethodPost, "/v1/tenants/"+a.ID+"/resume", "", nil))
+	assert.False(t, h.adminTenant(a.ID).Quarantined)
+	for id, r := range h.results(5, 40*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+	}
+	assert.Equal(t, 5, countCalls(h.fake.Calls(), a.Phone))
+	assert.Zero(t, h.depth(h.topo.DLQ()))
+}
+
+// tenantSender routes one phone number's sends through crash and every
+// other through next.
+type tenantSender struct {
+	only        string
+	crash, next whatsapp.Sender
+}
+
+func (s *tenantSender) Send(ctx context.Context, req whatsapp.Request) (whatsapp.Response, error) {
+	if req.PhoneNumberID == s.only {
+		return s.crash.Send(ctx, req)
+	}
+	return s.next.Send(ctx, req)
+}
+
+func TestAdminSecurity(t *testing.T) {
+	t.Run("RefusesNonLoopbackWithoutToken", func(t *testing.T) {
+		var stderr bytes.Buffer
+		code := run(context.Background(), []string{"run", "--admin-addr", "0.0.0.0:8081"},
+			func(string) string { return "" }, io.Discard, &stderr)
+		assert.Equal(t, exitConfig, code)
+		assert.Contains(t, stderr.String(), "ADMIN_TOKEN is required")
+	})
+
+	const token = "admin-s3cr3t-token-value"
+	tenants := defaultTenants(2)
+	h := startHarness(t, tenants, harnessOptions{Args: []string{"--admin-addr", "0.0.0.0:0", "--admin-token", token}})
+	h.publish(job(tenants[0].ID, "m-1", "15550000025"))
+	h.results(1, 10*time.Second)
+
+	t.Run("NeedsTheToken", func(t *testing.T) {
+		for _, path := range []string{"/v1/tenants", "/v1/tenants/tenant00", "/readyz", "/metrics"} {
+			assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodGet, path, "", nil), "%s without a token", path)
+			assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodGet, path, "wrong", nil), "%s with a wrong token", path)
+			assert.Equal(t, http.StatusOK, h.call(http.MethodGet, path, token, nil), "%s with the token", path)
+		}
+		assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodPost, "/v1/tenants/tenant00/pause", "wrong", nil))
+		assert.Equal(t, http.StatusOK, h.call(http.MethodGet, "/healthz", "", nil), "/healthz is open")
+	})
+
+	t.Run("MetricsParseAndCarryNoSecret", func(t *testing.T) {
+		req, err := http.NewRequest(http.MethodGet, "http://"+h.worker.AdminAddr()+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		for _, tn := range tenants {
+			assert.NotContains(t, string(body), tn.Token)
+		}
+		assert.NotContains(t, string(body), token)
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+		require.NoError(t, err, "/metrics is Prometheus text")
+		for _, name := range []string{"wadispatch_jobs_total", "wadispatch_deferrals_total", "wadispatch_breaker_state",
+			"wadispatch_tokens_available", "wadispatch_send_duration_seconds", "wadispatch_prefetch",
+			"wadispatch_queue_depth", "wadispatch_tenant_restarts_total"} {
+			assert.Contains(t, families, name)
+		}
+		sent := 0.0
+		for _, m := range families["wadispatch_jobs_total"].GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["tenant"] == "tenant00" && labels["outcome"] == messages.StatusSent {
+				sent = m.GetCounter().GetValue()
+			}
+		}
+		assert.EqualValues(t, 1, sent, "tenant00's sent job is counted")
+	})
+}
+
+func TestTenantsCommandPrintsEveryTenant(t *testing.T) {
+	tenants := defaultTenants(3)
+	h := startHarness(t, tenants, harnessOptions{Args: adminArgs})
+	h.publish(job(tenants[1].ID, "t-1", "15550000026"))
+	h.results(1, 10*time.Second)
+	env := func(k string) string {
+		if k == "ADMIN_ADDR" {
+			return h.worker.AdminAddr()
+		}
+		return ""
+	}
+
+	var out, errOut bytes.Buffer
+	require.Equal(t, exitOK, run(context.Background(), []string{"tenants"}, env, &out, &errOut), errOut.String())
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 1+len(tenants), out.String())
+	assert.Contains(t, lines[0], "BREAKER")
+	for i, tn := range tenants {
+		assert.True(t, strings.HasPrefix(lines[i+1], tn.ID+" "), "row %d: %s", i+1, lines[i+1])
+	}
+
+	out.Reset()
+	require.Equal(t, exitOK, run(context.Background(), []string{"tenants", "--json", tenants[1].ID}, env, &out, &errOut))
+	var info messages.TenantInfo
+	require.NoError(t, json.Unmarshal(out.Bytes(), &info))
+	assert.Equal(t, tenants[1].ID, info.ID)
+	assert.EqualValues(t, 1, info.Sent)
+
+	errOut.Reset()
+	code := run(context.Background(), []string{"tenants", "--admin-addr", "127.0.0.1:1"}, env, io.Discard, &errOut)
+	assert.Equal(t, exitFailed, code)
+	assert.Contains(t, errOut.String(), "worker not reachable at http://127.0.0.1:1")
+}

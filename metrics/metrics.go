@@ -1,0 +1,200 @@
+// Package metrics holds wadispatch's Prometheus metrics, in a registry of
+// its own (never the global one), and the handler that serves them.
+//
+// Metrics is the actors' Observer (job outcomes, deferrals, send latency,
+// restarts), holds the gauges the worker sets (prefetch, queue depth, broker
+// readiness), and at scrape time asks a TenantSource for each tenant's
+// breaker, tokens and pause state. Tenant labels are limited to the
+// configured tenants; any other id is recorded as "_unknown", so job input
+// can never grow the number of series.
+//
+// It does not serve HTTP itself (the admin server mounts Handler) and
+// keeps no tenant state of its own.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+// UnknownTenant is the tenant label of everything recorded for a tenant id
+// that is not configured.
+const UnknownTenant = "_unknown"
+
+// namespace prefixes every wadispatch metric.
+const namespace = "wadispatch"
+
+// sendBuckets span a fast Graph API answer (5 ms) to a send that runs into
+// the client timeout (30 s).
+var sendBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30}
+
+// outcomes and deferReasons are the label values series are created for
+// up front, so that rate() sees them from zero.
+var outcomes = []string{messages.StatusSent, messages.StatusFailed, messages.StatusDeadLettered}
+
+func deferReasons() []string {
+	var rs []string
+	for r := actors.ReasonEarly; r <= actors.ReasonRetry; r++ {
+		rs = append(rs, r.String())
+	}
+	return rs
+}
+
+// Metrics is wadispatch's metrics. Its methods are safe for concurrent use.
+type Metrics struct {
+	reg     *prometheus.Registry
+	handler http.Handler
+	// tenants is the set of configured tenant ids; read-only after New.
+	tenants map[string]struct{}
+
+	jobs         *prometheus.CounterVec
+	deferrals    *prometheus.CounterVec
+	sendDuration *prometheus.HistogramVec
+	restarts     *prometheus.CounterVec
+
+	prefetch        prometheus.Gauge
+	queueDepth      prometheus.Gauge
+	prefetchChanges prometheus.Counter
+	brokerReady     prometheus.Gauge
+
+	state *tenantCollector
+}
+
+var _ actors.Observer = (*Metrics)(nil)
+
+// New returns metrics for the given configured tenant ids, with the Go
+// runtime and process collectors in the same registry.
+func New(tenants []string) *Metrics {
+	m := &Metrics{
+		reg:     prometheus.NewRegistry(),
+		tenants: make(map[string]struct{}, len(tenants)),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "jobs_total",
+			Help: "Jobs that reached a terminal outcome (sent, failed, dead_lettered), by tenant.",
+		}, []string{"tenant", "outcome"}),
+		deferrals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "deferrals_total",
+			Help: "Jobs deferred to a delay queue, by tenant and reason.",
+		}, []string{"tenant", "reason"}),
+		sendDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "send_duration_seconds",
+			Help:    "Duration of sends to the WhatsApp Cloud API, by tenant.",
+			Buckets: sendBuckets,
+		}, []string{"tenant"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "tenant_restarts_total",
+			Help: "Supervision restarts of a tenant's actor.",
+		}, []string{"tenant"}),
+		prefetch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "prefetch",
+			Help: "The consumer's current prefetch count.",
+		}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "queue_depth",
+			Help: "Ready messages in the job queue at the last check.",
+		}),
+		prefetchChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "prefetch_changes_total",
+			Help: "Times the consumer's prefetch was changed for backpressure.",
+		}),
+		brokerReady: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "broker_ready",
+			Help: "1 while the worker is connected and consuming, else 0.",
+		}),
+	}
+	for _, id := range tenants {
+		m.tenants[id] = struct{}{}
+	}
+	m.state = newTenantCollector(m.tenants)
+
+	reasons := deferReasons()
+	for _, id := range append(append([]string(nil), tenants...), UnknownTenant) {
+		for _, o := range outcomes {
+			m.jobs.WithLabelValues(id, o)
+		}
+		for _, r := range reasons {
+			m.deferrals.WithLabelValues(id, r)
+		}
+		m.sendDuration.WithLabelValues(id)
+		m.restarts.WithLabelValues(id)
+	}
+
+	m.reg.MustRegister(
+		m.jobs, m.deferrals, m.sendDuration, m.restarts,
+		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady,
+		m.state,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		// A failing collector costs its own series, not the whole scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+		// Counts the handler's own errors as promhttp_metric_handler_errors_total.
+		Registry: m.reg,
+		// Each scrape asks every tenant actor; do not let scrapers pile up.
+		MaxRequestsInFlight: 4,
+		Timeout:             2 * ScrapeTimeout,
+	})
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler { return m.handler }
+
+// tenant is id if it is configured, else UnknownTenant.
+func (m *Metrics) tenant(id string) string {
+	if _, ok := m.tenants[id]; ok {
+		return id
+	}
+	return UnknownTenant
+}
+
+// JobOutcome counts a job's terminal outcome.
+func (m *Metrics) JobOutcome(tenantID, outcome string) {
+	m.jobs.WithLabelValues(m.tenant(tenantID), outcome).Inc()
+}
+
+// Deferred counts a deferral.
+func (m *Metrics) Deferred(tenantID, reason string) {
+	m.deferrals.WithLabelValues(m.tenant(tenantID), reason).Inc()
+}
+
+// SendLatency observes the duration of one send to Meta.
+func (m *Metrics) SendLatency(tenantID string, d time.Duration) {
+	m.sendDuration.WithLabelValues(m.tenant(tenantID)).Observe(d.Seconds())
+}
+
+// TenantRestarted counts a restart of a tenant's actor.
+func (m *Metrics) TenantRestarted(tenantID string) {
+	m.restarts.WithLabelValues(m.tenant(tenantID)).Inc()
+}
+
+// SetPrefetch records the consumer's current prefetch count.
+func (m *Metrics) SetPrefetch(n int) { m.prefetch.Set(float64(n)) }
+
+// SetQueueDepth records the job queue's ready-message count.
+func (m *Metrics) SetQueueDepth(n int) { m.queueDepth.Set(float64(n)) }
+
+// PrefetchChanged counts a backpressure change of the prefetch.
+func (m *Metrics) PrefetchChanged() { m.prefetchChanges.Inc() }
+
+// SetReady records whether the worker is connected and consuming.
+func (m *Metrics) SetReady(ready bool) {
+	v := 0.0
+	if ready {
+		v = 1
+	}
+	m.brokerReady.Set(v)
+}
+
+// SetTenantSource sets where scrapes read each tenant's state from,
+// typically a ListTenants ask of the router. Until it is set, the per-tenant
+// state gauges are absent.
+func (m *Metrics) SetTenantSource(src TenantSource) { m.state.setSource(src) }
