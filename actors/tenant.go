@@ -211,6 +211,7 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 		a.log.Error("meta_api_auth_error",
 			slog.String("internalId", m.Job.InternalID),
 			slog.Int("errorCode", apiCode(r.AuthErr)),
+			slog.Int("errorSubcode", apiSubcode(r.AuthErr)),
 			slog.String("fbtrace", apiTrace(r.AuthErr)),
 			slog.Bool("cacheInvalidated", true),
 			slog.Bool("tokenChanged", r.TokenChanged))
@@ -334,6 +335,7 @@ func (a *tenantActor) fail(m *messages.Dispatch, err error) {
 	a.log.Warn("message_failed",
 		slog.String("internalId", m.Job.InternalID),
 		slog.Int("errorCode", res.ErrorCode),
+		slog.Int("errorSubcode", apiSubcode(err)),
 		slog.String("fbtrace", res.FBTraceID),
 		slog.Int("retryCount", m.State.Attempts-1))
 	a.deps.Observer.JobOutcome(a.st.cfg.ID, messages.StatusFailed)
@@ -472,6 +474,14 @@ func apiCode(err error) int {
 	var apiErr *whatsapp.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code
+	}
+	return 0
+}
+
+func apiSubcode(err error) int {
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Subcode
 	}
 	return 0
 }
