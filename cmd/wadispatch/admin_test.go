@@ -129,9 +129,10 @@ func TestAdminPauseResumeAndBreakerReset(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, h.call(http.MethodGet, "/v1/tenants/nobody", "", nil))
 }
 
-// crashLoopSender makes a tenant crash-loop: every job's first call
-// panics, and while armed its later calls fail with a transient error (so
-// nothing is sent, and no job crashes often enough to be poison).
+// crashLoopSender makes a tenant crash-loop: while armed, every job's
+// first call panics and its later calls are refused with a pair-rate error
+// (so nothing is sent, no job crashes often enough to be poison, and the
+// breaker, which pair-rate errors do not touch, stays closed).
 type crashLoopSender struct {
 	next  whatsapp.Sender
 	armed atomic.Bool
@@ -150,7 +151,7 @@ func (c *crashLoopSender) Send(ctx context.Context, req whatsapp.Request) (whats
 		if n == 1 {
 			panic("test: crash loop")
 		}
-		return whatsapp.Response{}, &whatsapp.APIError{HTTPStatus: 500, Code: 1, Message: "test: still broken"}
+		return whatsapp.Response{}, &whatsapp.APIError{HTTPStatus: 400, Code: 131056, Message: "test: still broken"}
 	}
 	return c.next.Send(ctx, req)
 }
