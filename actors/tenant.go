@@ -500,6 +500,9 @@ func errorSummary(err error) string {
 	}
 	var apiErr *whatsapp.APIError
 	if errors.As(err, &apiErr) {
+		if !apiErr.HasCode && apiErr.Code == 0 {
+			return "HTTP " + strconv.Itoa(apiErr.HTTPStatus) + ": " + apiErr.Message
+		}
 		return "code " + strconv.Itoa(apiErr.Code) + ": " + apiErr.Message
 	}
 	return err.Error()

@@ -15,6 +15,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/wadispatch/wadispatch/admin"
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
@@ -149,6 +150,10 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		}
 	}
 	results, dlq, waitErr := collectDemo(ctx, ch, topo, wantResults, wantDLQ)
+	// What "wadispatch tenants" would show for this worker, asked the same way.
+	tenantsCtx, cancelTenants := context.WithTimeout(ctx, 5*time.Second)
+	tenantsNow, tenantsErr := w.listTenants(tenantsCtx)
+	cancelTenants()
 	stopWorker()
 	if err := <-stopped; err != nil {
 		return err
@@ -156,6 +161,12 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	printDemo(stdout, jobs, results, dlq)
 	if waitErr != nil {
 		return fmt.Errorf("demo incomplete: %w", waitErr)
+	}
+	if tenantsErr == nil {
+		fmt.Fprintln(stdout, "\ntenants, as `wadispatch tenants` shows them on a running worker:")
+		if err := admin.WriteTable(stdout, tenantsNow); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "\nall %d jobs accounted for: %d results, %d dead letters; fake Meta saw %d calls\n",
 		len(jobs), len(results), len(dlq), len(fake.Calls()))
