@@ -41,6 +41,9 @@ type Config struct {
 	// MaxHeld is how many deliveries a tenant may hold (default 2: one
 	// sending, one next).
 	MaxHeld int
+	// MaxHeldFast is how many a tenant whose sends are fast may hold (see
+	// HoldBudget); the worker sets it to PREFETCH. Default MaxHeld.
+	MaxHeldFast int
 	// DedupeSize bounds each tenant's memory of recently sent internal ids
 	// (default 1024).
 	DedupeSize int
@@ -53,7 +56,17 @@ type Config struct {
 	// a crash-looping tenant is quarantined before it could be stopped.
 	QuarantineAfter  int
 	QuarantineWindow time.Duration
+	// PassivateAfter stops a tenant's actor after this long without a
+	// message while it has nothing in hand (default 2 min; negative:
+	// never). Its state stays with the router, and the next job starts a
+	// new actor on it.
+	PassivateAfter time.Duration
+
+	pool *pool // runs sends and settlements; started by NewRouterProps
 }
+
+// DefaultPassivateAfter is Config.PassivateAfter's default.
+const DefaultPassivateAfter = 2 * time.Minute
 
 // Observer receives outcome events, for metrics. Calls come from actor
 // goroutines and must not block.
@@ -100,6 +113,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.QuarantineAfter <= 0 {
 		c.QuarantineAfter = 5
+	}
+	switch {
+	case c.PassivateAfter == 0:
+		c.PassivateAfter = DefaultPassivateAfter
+	case c.PassivateAfter < 0:
+		c.PassivateAfter = 0
 	}
 	if c.QuarantineWindow <= 0 {
 		c.QuarantineWindow = 10 * time.Second

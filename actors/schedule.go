@@ -23,8 +23,8 @@ const (
 	// RecoverAfter is how long without a throttle before the rate is raised
 	// one step (25% of the configured rate), and the spacing between steps.
 	RecoverAfter = 30 * time.Second
-	// MinBusySpacing is the least spacing between jobs deferred because the
-	// tenant already holds MaxHeld deliveries.
+	// MinBusySpacing is the spacing between jobs deferred because the
+	// tenant is busy while its send latency is not known yet.
 	MinBusySpacing = 50 * time.Millisecond
 	// BaseBackoff and MaxBackoff bound Retry's exponential backoff.
 	BaseBackoff = time.Second
@@ -37,6 +37,16 @@ const (
 // DefaultMaxHeld is how many deliveries a tenant holds at once (one sending,
 // one next) when ScheduleConfig.MaxHeld is not set.
 const DefaultMaxHeld = 2
+
+// HoldBudget is how long a delivery held by a tenant should expect to wait
+// for its turn. A tenant whose sends are fast may hold up to
+// HoldBudget/latency deliveries (at most MaxHeldFast) instead of MaxHeld:
+// holding ten deliveries of a tenant that sends in 2 ms costs the shared
+// prefetch window 20 ms, while deferring eight of them costs two publishes,
+// a confirm and a delay-queue hop each. Once a send has been in flight for
+// HoldBudget the tenant counts as slow again, and the deliveries it holds
+// beyond MaxHeld are released (see Unhold).
+const HoldBudget = 100 * time.Millisecond
 
 // latencyAlpha weighs the newest sample in the send-latency EWMA.
 const latencyAlpha = 0.2
@@ -114,6 +124,9 @@ type ScheduleConfig struct {
 	FailureThreshold int
 	OpenFor          time.Duration
 	MaxHeld          int
+	// MaxHeldFast caps HoldCap for a tenant whose sends are fast; below
+	// MaxHeld it is MaxHeld (no adaptive holding).
+	MaxHeldFast int
 }
 
 func (c ScheduleConfig) withDefaults() ScheduleConfig {
@@ -132,6 +145,7 @@ func (c ScheduleConfig) withDefaults() ScheduleConfig {
 	if c.MaxHeld <= 0 {
 		c.MaxHeld = DefaultMaxHeld
 	}
+	c.MaxHeldFast = max(c.MaxHeldFast, c.MaxHeld)
 	c.PerMinute = clampPerMinute(c.PerMinute)
 	return c
 }
@@ -158,7 +172,10 @@ type Schedule struct {
 	bucket  *Bucket
 	breaker *Breaker
 	latency time.Duration // EWMA of send latency; 0 = no sample yet
-	busyTat time.Time     // the last slot handed to a busy-deferred job
+	// sendStart is when the send in flight started (zero: none), so a
+	// hanging send counts as slow before it ends.
+	sendStart time.Time
+	busyTat   time.Time // the last slot handed to a busy-deferred job
 	// rateChangedAt is the last throttle or recovery step; the next
 	// recovery step waits RecoverAfter from it.
 	rateChangedAt time.Time
@@ -191,8 +208,8 @@ func (s *Schedule) Breaker() *Breaker { return s.breaker }
 //  3. While the breaker is OPEN the job waits for the open time to end
 //     without holding a token: a token held through the open time would be
 //     spent in one burst when it closes. A token it held is given back.
-//  4. A busy tenant (held >= MaxHeld) spaces jobs by the measured latency
-//     over MaxHeld, and reserves a token so the job keeps its place.
+//  4. A busy tenant (held >= HoldCap) spaces jobs by its measured send
+//     latency, and reserves a token so the job keeps its place.
 //  5. A job without a token reserves one and waits for it when it is not
 //     due yet; a job with a due token is not charged twice.
 //  6. Last, the breaker is asked, so a half-open trial is only taken by a
@@ -211,9 +228,8 @@ func (s *Schedule) Admit(now time.Time, t Ticket, held int, paused bool) Decisio
 		}
 		return Decision{NotBefore: until, Reason: ReasonBreakerOpen}
 	}
-	if held >= s.cfg.MaxHeld {
-		slot := laterTime(s.busyTat, now).Add(s.busySpacing())
-		s.busyTat = slot
+	if held >= s.HoldCap(now) {
+		slot := s.busySlot(now)
 		notBefore := slot
 		if !t.Reserved {
 			notBefore = laterTime(slot, s.bucket.Reserve(now))
@@ -258,9 +274,37 @@ func (s *Schedule) Recheck(now time.Time) (ok bool, until time.Time) {
 	return true, time.Time{}
 }
 
+// HoldCap is how many deliveries the tenant may hold at now: MaxHeld while
+// its send latency is unknown or HoldBudget or more (counting a send in
+// flight for its time so far), else HoldBudget/latency, at most MaxHeldFast.
+func (s *Schedule) HoldCap(now time.Time) int {
+	lat := s.latency
+	if !s.sendStart.IsZero() {
+		lat = max(lat, now.Sub(s.sendStart))
+	}
+	if lat <= 0 || s.cfg.MaxHeldFast <= s.cfg.MaxHeld {
+		return s.cfg.MaxHeld
+	}
+	return min(max(int(HoldBudget/lat), s.cfg.MaxHeld), s.cfg.MaxHeldFast)
+}
+
+// SendStarted records that a send began at now; ObserveLatency ends it.
+func (s *Schedule) SendStarted(now time.Time) { s.sendStart = now }
+
+// Unhold returns when a delivery the tenant admitted but can no longer
+// hold (its send in flight turned slow, so HoldCap fell) should come back.
+// It keeps the token it was charged, and takes the next busy slot.
+func (s *Schedule) Unhold(now time.Time) time.Time { return s.busySlot(now) }
+
+func (s *Schedule) busySlot(now time.Time) time.Time {
+	s.busyTat = laterTime(s.busyTat, now).Add(s.busySpacing())
+	return s.busyTat
+}
+
 // ObserveLatency feeds one send's latency into the EWMA (α = 0.2; the first
-// sample is taken as is).
+// sample is taken as is) and ends the send in flight.
 func (s *Schedule) ObserveLatency(d time.Duration) {
+	s.sendStart = time.Time{}
 	if d < 0 {
 		return
 	}
@@ -330,8 +374,14 @@ func (s *Schedule) Stats(now time.Time) ScheduleStats {
 	}
 }
 
+// busySpacing is the spacing of busy-deferred jobs: the tenant sends one
+// job per latency, so that is the rate at which it can take them back;
+// MinBusySpacing while no latency is known.
 func (s *Schedule) busySpacing() time.Duration {
-	return max(s.latency/time.Duration(s.cfg.MaxHeld), MinBusySpacing)
+	if s.latency <= 0 {
+		return MinBusySpacing
+	}
+	return max(s.latency, time.Millisecond)
 }
 
 func retryBackoff(attempt int) time.Duration {

@@ -164,7 +164,7 @@ func TestScheduleAdmit(t *testing.T) {
 
 	t.Run("BusyTenantSpacesJobsByLatency", func(t *testing.T) {
 		s := NewSchedule(stateSeedConfig, stateT0)
-		s.ObserveLatency(400 * time.Millisecond) // 2 held → one every 200ms
+		s.ObserveLatency(200 * time.Millisecond) // it sends one every 200ms
 		for i := 1; i <= 3; i++ {
 			d := s.Admit(stateT0, Ticket{}, 2, false)
 			assert.Equal(t, Decision{NotBefore: stateT0.Add(time.Duration(i) * 200 * time.Millisecond), Reserved: true, Reason: ReasonBusy}, d)
@@ -172,13 +172,20 @@ func TestScheduleAdmit(t *testing.T) {
 		assert.Equal(t, 17.0, s.Bucket().Available(stateT0), "each busy job reserved a token")
 	})
 
-	t.Run("BusySpacingHasAFloor", func(t *testing.T) {
+	t.Run("BusySpacingIsMinBusySpacingUntilLatencyIsKnownThenTheLatency", func(t *testing.T) {
 		s := NewSchedule(stateSeedConfig, stateT0)
 		d := s.Admit(stateT0, Ticket{}, 5, false)
 		assert.Equal(t, stateT0.Add(MinBusySpacing), d.NotBefore, "no latency measured yet")
-		s.ObserveLatency(time.Millisecond)
+		s.ObserveLatency(3 * time.Millisecond)
 		d = s.Admit(stateT0, Ticket{}, 5, false)
-		assert.Equal(t, stateT0.Add(2*MinBusySpacing), d.NotBefore)
+		assert.Equal(t, stateT0.Add(MinBusySpacing+3*time.Millisecond), d.NotBefore)
+	})
+
+	t.Run("BusySpacingHasAOneMillisecondFloor", func(t *testing.T) {
+		s := NewSchedule(stateSeedConfig, stateT0)
+		s.ObserveLatency(100 * time.Microsecond)
+		d := s.Admit(stateT0, Ticket{}, 5, false)
+		assert.Equal(t, stateT0.Add(time.Millisecond), d.NotBefore)
 	})
 
 	t.Run("BusySlotsRestartAfterIdle", func(t *testing.T) {
@@ -490,5 +497,59 @@ func TestScheduleRecheck(t *testing.T) {
 		require.True(t, d.Send, "the trial is admitted")
 		ok, _ := s.Recheck(later)
 		assert.True(t, ok, "and may still be sent when its turn comes")
+	})
+}
+
+func TestScheduleHoldCap(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	cfg := ScheduleConfig{PerMinute: 60000, Burst: 1000, MaxHeld: 2, MaxHeldFast: 10}
+	t.Run("IsMaxHeldWhileLatencyIsUnknown", func(t *testing.T) {
+		s := NewSchedule(cfg, t0)
+		assert.Equal(t, 2, s.HoldCap(t0))
+	})
+	tests := []struct {
+		name    string
+		latency time.Duration
+		want    int
+	}{
+		{"FastSendsHoldUpToMaxHeldFast", time.Millisecond, 10},
+		{"TwentyMillisecondSendsHoldFive", 20 * time.Millisecond, 5},
+		{"SlowSendsHoldMaxHeld", 80 * time.Millisecond, 2},
+		{"SendsSlowerThanTheBudgetHoldMaxHeld", time.Second, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewSchedule(cfg, t0)
+			s.ObserveLatency(tt.latency)
+			assert.Equal(t, tt.want, s.HoldCap(t0))
+		})
+	}
+	t.Run("ASendInFlightPastTheBudgetMakesTheTenantSlow", func(t *testing.T) {
+		s := NewSchedule(cfg, t0)
+		s.ObserveLatency(time.Millisecond)
+		s.SendStarted(t0)
+		assert.Equal(t, 10, s.HoldCap(t0.Add(5*time.Millisecond)))
+		assert.Equal(t, 2, s.HoldCap(t0.Add(HoldBudget)))
+		s.ObserveLatency(time.Millisecond) // the send ended
+		assert.Equal(t, 10, s.HoldCap(t0.Add(HoldBudget)))
+	})
+	t.Run("WithoutMaxHeldFastHoldingIsFixed", func(t *testing.T) {
+		s := NewSchedule(ScheduleConfig{MaxHeld: 2}, t0)
+		s.ObserveLatency(time.Millisecond)
+		assert.Equal(t, 2, s.HoldCap(t0))
+	})
+	t.Run("AdmitDefersOnlyAtTheCap", func(t *testing.T) {
+		s := NewSchedule(cfg, t0)
+		s.ObserveLatency(time.Millisecond)
+		assert.True(t, s.Admit(t0, Ticket{}, 9, false).Send, "a fast tenant holding 9 takes a 10th")
+		d := s.Admit(t0, Ticket{}, 10, false)
+		assert.False(t, d.Send)
+		assert.Equal(t, ReasonBusy, d.Reason)
+	})
+	t.Run("UnholdHandsOutBusySlotsInOrder", func(t *testing.T) {
+		s := NewSchedule(cfg, t0)
+		first, second := s.Unhold(t0), s.Unhold(t0)
+		assert.True(t, first.After(t0))
+		assert.True(t, second.After(first))
 	})
 }

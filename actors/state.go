@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"container/list"
 	"time"
 
 	"github.com/wadispatch/wadispatch/config"
@@ -39,9 +38,16 @@ type TenantState struct {
 	lastErrorAt                               time.Time
 
 	recent *idCache
+	// received counts Dispatch messages handled, for passivation;
+	// lastActive is when a job last came or a send ended; idleGen numbers
+	// the actor incarnations' idle checks.
+	received   int64
+	lastActive time.Time
+	idleGen    int
+	idleArmed  bool
 }
 
-func newTenantState(t config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, maxHeld int) *TenantState {
+func newTenantState(t config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, maxHeld, maxHeldFast int) *TenantState {
 	return &TenantState{
 		cfg:    t,
 		tokens: tokens,
@@ -52,6 +58,7 @@ func newTenantState(t config.Tenant, tokens whatsapp.TokenSource, epoch string, 
 			FailureThreshold: t.Breaker.FailureThreshold,
 			OpenFor:          t.Breaker.OpenFor,
 			MaxHeld:          maxHeld,
+			MaxHeldFast:      maxHeldFast,
 		}, now),
 	}
 }
@@ -104,40 +111,73 @@ func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 }
 
 // idCache remembers the wamids of recently sent internal ids, so a job
-// redelivered after a crash is not sent twice. Bounded, least recently
-// added first out; allocated on first use.
+// redelivered after a crash is not sent twice. Bounded: once full, the
+// oldest entry makes room. Most tenants only ever hold a few entries, so
+// they are kept in a slice and searched in order; a map index is built only
+// past indexAfter entries (memory per idle tenant is a goal: a list plus a
+// map cost ~470 bytes for one id).
 type idCache struct {
-	max   int
-	order *list.List
-	byID  map[string]*list.Element
+	max     int
+	entries []idEntry // a ring once full; next is the oldest
+	next    int
+	index   map[string]int // id → position in entries; nil while small
 }
 
 type idEntry struct{ id, wamid string }
 
-func newIDCache(max int) *idCache {
-	return &idCache{max: max, order: list.New(), byID: make(map[string]*list.Element)}
+// indexAfter is the size above which idCache keeps a map index.
+const indexAfter = 16
+
+func newIDCache(max int) *idCache { return &idCache{max: max} }
+
+func (c *idCache) find(id string) int {
+	if c.index != nil {
+		if i, ok := c.index[id]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range c.entries {
+		if c.entries[i].id == id {
+			return i
+		}
+	}
+	return -1
 }
 
 func (c *idCache) get(id string) (string, bool) {
 	if c == nil {
 		return "", false
 	}
-	e, ok := c.byID[id]
-	if !ok {
-		return "", false
+	if i := c.find(id); i >= 0 {
+		return c.entries[i].wamid, true
 	}
-	return e.Value.(idEntry).wamid, true
+	return "", false
 }
 
 func (c *idCache) add(id, wamid string) {
-	if e, ok := c.byID[id]; ok {
-		e.Value = idEntry{id, wamid}
+	if i := c.find(id); i >= 0 {
+		c.entries[i].wamid = wamid
 		return
 	}
-	c.byID[id] = c.order.PushBack(idEntry{id, wamid})
-	if c.order.Len() > c.max {
-		oldest := c.order.Front()
-		c.order.Remove(oldest)
-		delete(c.byID, oldest.Value.(idEntry).id)
+	pos := len(c.entries)
+	if pos < c.max {
+		c.entries = append(c.entries, idEntry{id, wamid})
+	} else {
+		pos = c.next
+		c.next = (c.next + 1) % c.max
+		if c.index != nil {
+			delete(c.index, c.entries[pos].id)
+		}
+		c.entries[pos] = idEntry{id, wamid}
+	}
+	switch {
+	case c.index != nil:
+		c.index[id] = pos
+	case len(c.entries) > indexAfter:
+		c.index = make(map[string]int, len(c.entries))
+		for i, e := range c.entries {
+			c.index[e.id] = i
+		}
 	}
 }

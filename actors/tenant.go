@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,20 +36,31 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 func (a *tenantActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		if a.deps.PassivateAfter > 0 {
+			a.st.idleGen++
+			a.armIdleCheck(ctx, a.deps.PassivateAfter)
+		}
 		a.pump(ctx)
+	case *idleCheck:
+		a.checkIdle(ctx, msg)
 	case *actor.Restarting:
 		a.recoverFromCrash(ctx)
 	case *messages.Dispatch:
+		a.st.received++
+		a.touch(ctx)
 		a.st.current = msg
 		a.dispatch(ctx, msg)
 		a.st.current = nil
 	case *messages.SendDone:
+		a.touch(ctx)
 		a.st.current = msg.Dispatch
 		a.sendDone(ctx, msg)
 		a.st.current = nil
 	case *wake:
 		a.st.wakeAt = time.Time{}
 		a.pump(ctx)
+	case *stallCheck:
+		a.releaseIfStalled(msg)
 	case *messages.GetTenant:
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
@@ -139,6 +151,79 @@ func (a *tenantActor) pump(ctx actor.Context) {
 	}
 }
 
+// idleCheck asks the tenant whether it has been idle for PassivateAfter.
+// gen tells a check armed by an earlier incarnation (before a restart),
+// which is dropped. protoactor's ReceiveTimeout is not used: a request
+// (an admin question, a metrics scrape) arrives in an envelope, which
+// resets the timeout whatever its message says, so watching a tenant
+// would keep it from ever being passivated.
+type idleCheck struct{ gen int }
+
+func (a *tenantActor) armIdleCheck(ctx actor.Context, after time.Duration) {
+	a.st.idleArmed = true
+	self, root, msg := ctx.Self(), ctx.ActorSystem().Root, &idleCheck{a.st.idleGen}
+	time.AfterFunc(after, func() { root.Send(self, msg) })
+}
+
+// checkIdle asks the router to stop this actor when no job has come or
+// gone for PassivateAfter and the tenant has nothing in hand (no send in
+// flight, no job waiting, no wake-up due); otherwise it looks again later.
+func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
+	st := a.st
+	if c.gen != st.idleGen {
+		return
+	}
+	st.idleArmed = false
+	now := a.deps.Clock.Now()
+	if quiet := now.Sub(st.lastActive); quiet < a.deps.PassivateAfter {
+		a.armIdleCheck(ctx, a.deps.PassivateAfter-quiet)
+		return
+	}
+	if st.sending != nil || len(st.waiting) > 0 || st.wakeAt.After(now) {
+		a.armIdleCheck(ctx, a.deps.PassivateAfter)
+		return
+	}
+	// No check stays armed: a stopped actor's timer would only reach a
+	// dead letter. If the router declines (a job is on its way), that job
+	// arms the next check.
+	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received})
+}
+
+// touch records activity and makes sure an idle check is armed.
+func (a *tenantActor) touch(ctx actor.Context) {
+	a.st.lastActive = a.deps.Clock.Now()
+	if a.deps.PassivateAfter > 0 && !a.st.idleArmed {
+		a.armIdleCheck(ctx, a.deps.PassivateAfter)
+	}
+}
+
+// stallCheck asks the tenant whether the send of m is still in flight
+// HoldBudget after it started.
+type stallCheck struct{ m *messages.Dispatch }
+
+// releaseIfStalled defers the deliveries the tenant holds beyond its
+// HoldCap when the send that started the check is still in flight: a
+// tenant whose API turned slow must not keep prefetch slots it was given
+// while fast. The newest go, keeping their tokens and their order.
+func (a *tenantActor) releaseIfStalled(c *stallCheck) {
+	st := a.st
+	if st.sending != c.m {
+		return
+	}
+	now := a.deps.Clock.Now()
+	excess := min(st.held()-st.sched.HoldCap(now), len(st.waiting))
+	if excess <= 0 {
+		return
+	}
+	keep := len(st.waiting) - excess
+	released := slices.Clone(st.waiting[keep:])
+	clear(st.waiting[keep:])
+	st.waiting = st.waiting[:keep]
+	for _, w := range released {
+		a.deferJob(w.m, now, laterTime(st.sched.Unhold(now), w.due), true, ReasonBusy)
+	}
+}
+
 // wakeUpAt arranges a wake message at t (at most Slack + SendGuard ahead),
 // unless one is already due by then.
 func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
@@ -157,9 +242,15 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
 	st.sending = m
+	st.sched.SendStarted(a.deps.Clock.Now())
 	self, root := ctx.Self(), ctx.ActorSystem().Root
+	if st.held() > a.deps.MaxHeld {
+		// Holding more than MaxHeld is only right while sends are fast;
+		// look again once this one has taken HoldBudget.
+		time.AfterFunc(HoldBudget, func() { root.Send(self, &stallCheck{m}) })
+	}
 	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
-	go func() {
+	a.deps.pool.Go(func() {
 		done := &messages.SendDone{Dispatch: m}
 		defer func() {
 			if r := recover(); r != nil {
@@ -187,7 +278,7 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 			}
 		}
 		done.WAMID, done.Err, done.Duration = resp.WAMID, err, time.Since(start)
-	}()
+	})
 }
 
 // sendDone applies a send's outcome to the tenant's state and settles the job.
@@ -383,11 +474,11 @@ func (a *tenantActor) dlqHeaders(m *messages.Dispatch, reason, detail string, er
 // settle publishes what replaces a job and acks it, off the actor.
 func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 	b, ctx, log := a.deps.Broker, a.deps.Context, a.log
-	go func() {
+	a.deps.pool.Go(func() {
 		if err := b.Settle(ctx, m.Delivery, msgs...); err != nil {
 			log.Error("settle_failed", slog.String("internalId", m.Job.InternalID), slog.String("error", err.Error()))
 		}
-	}()
+	})
 }
 
 // recoverFromCrash runs on the crashed incarnation before its replacement

@@ -28,16 +28,19 @@ one job per second each. It reports the loud tenant's sends per minute
 tenants' publish-to-send p50/p99 without and with that load.
 `
 
-// runBench dispatches the bench subcommands.
+// runBench runs the benchmark suite, or one of its subcommands: loadcheck,
+// and scale (one scale measurement, which the suite runs as a child
+// process).
 func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "loadcheck" {
-		fmt.Fprint(stderr, benchUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return flag.ErrHelp
+	if len(args) > 0 {
+		switch args[0] {
+		case "loadcheck":
+			return runLoadCheck(ctx, args[1:], getenv, stdout, stderr)
+		case "scale":
+			return runScale(ctx, args[1:], stdout, stderr)
 		}
-		return fmt.Errorf("%w: bench wants a subcommand: loadcheck", errUsage)
 	}
-	return runLoadCheck(ctx, args[1:], getenv, stdout, stderr)
+	return runSuite(ctx, args, getenv, stdout, stderr)
 }
 
 func runLoadCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

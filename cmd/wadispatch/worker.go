@@ -110,6 +110,9 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 		Logger:   logger,
 		Context:  work,
 		Observer: m,
+		// A tenant whose sends are fast may hold up to a prefetch window's
+		// worth of deliveries rather than defer them (actors.HoldBudget).
+		MaxHeldFast: cfg.Prefetch,
 	}), "router")
 	if err != nil {
 		cancelWork()

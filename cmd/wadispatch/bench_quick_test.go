@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+func TestBenchJobBody(t *testing.T) {
+	t.Run("IsAValidJobWhoseStampReadsBack", func(t *testing.T) {
+		at := time.Unix(1_800_000_000, 123456789)
+		body := benchJobBody("t0007", 42, at)
+		job, err := messages.DecodeJob(body)
+		require.NoError(t, err)
+		assert.Equal(t, "t0007", job.TenantID)
+		assert.Equal(t, "t0007-42", job.InternalID)
+		n, published, ok := benchStamp(job.Payload)
+		require.True(t, ok)
+		assert.Equal(t, 42, n)
+		assert.True(t, at.Equal(published))
+	})
+	t.Run("OtherPayloadsHaveNoStamp", func(t *testing.T) {
+		_, _, ok := benchStamp([]byte(`{"text":{"body":"hello"}}`))
+		assert.False(t, ok)
+	})
+}
+
+func TestBenchMaxDisplacement(t *testing.T) {
+	cases := []struct {
+		name  string
+		order []int
+		want  int
+	}{
+		{"InOrderIsZero", []int{0, 1, 2, 3}, 0},
+		{"OneJobOvertakenByThree", []int{1, 2, 3, 0}, 3},
+		{"RepeatedSendCountsOnce", []int{0, 0, 1, 2}, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { assert.Equal(t, c.want, benchMaxDisplacement(c.order)) })
+	}
+}
+
+func TestParseBenchOutput(t *testing.T) {
+	out := []byte(`goos: linux
+BenchmarkDecodeJob/Text-2         	   18010	     14023 ns/op	  18.47 MB/s	    1224 B/op	      28 allocs/op
+BenchmarkBreakerAllow-2   	81016729	        14.21 ns/op	       0 B/op	       0 allocs/op
+PASS
+ok  	github.com/wadispatch/wadispatch/messages	0.757s
+`)
+	got := parseBenchOutput(out)
+	require.Len(t, got, 2)
+	assert.Equal(t, benchResult{name: "DecodeJob/Text", nsPerOp: 14023, bytesPerOp: 1224, allocsPerOp: 28}, got[0])
+	assert.Equal(t, benchResult{name: "BreakerAllow", nsPerOp: 14.21}, got[1])
+}
+
+func TestParseThroughputCases(t *testing.T) {
+	t.Run("ReadsTenantsByPrefetch", func(t *testing.T) {
+		got, err := parseThroughputCases("1x10, 1000x100")
+		require.NoError(t, err)
+		assert.Equal(t, []throughputCase{{1, 10}, {1000, 100}}, got)
+	})
+	t.Run("RefusesMoreTenantsThanTheBenchHas", func(t *testing.T) {
+		_, err := parseThroughputCases("1001x10")
+		assert.ErrorIs(t, err, errUsage)
+	})
+}
+
+func TestBenchEventCounter(t *testing.T) {
+	var c benchEventCounter
+	_, _ = c.Write([]byte(`{"level":"INFO","event":"message_deferred","x":1}` + "\n"))
+	_, _ = c.Write([]byte(`{"event":"message_rescheduled"}` + "\n" + `{"event":"message_deferred"}` + "\n"))
+	assert.Equal(t, 2, c.count("message_deferred"))
+	assert.Equal(t, 1, c.count("message_rescheduled"))
+	assert.Zero(t, c.count("message_delivered"))
+}
+
+func TestBenchScale(t *testing.T) {
+	t.Run("EveryTenantHandlesItsJobAndNoGoroutineStays", func(t *testing.T) {
+		var out bytes.Buffer
+		require.NoError(t, runScale(context.Background(), []string{"--tenants", "300"}, &out, &bytes.Buffer{}))
+		var r scaleReport
+		require.NoError(t, json.Unmarshal(out.Bytes(), &r))
+		assert.Equal(t, 300, r.Tenants)
+		assert.Positive(t, r.HeapBytesPerTenant, "tenants cost some memory")
+		assert.Less(t, r.GoroutinesPerTenant, 0.1, "an idle tenant has no goroutine")
+	})
+}
+
+func TestBenchHelp(t *testing.T) {
+	t.Run("ExplainsEveryRow", func(t *testing.T) {
+		var stderr bytes.Buffer
+		err := runBench(context.Background(), []string{"--help"}, func(string) string { return "" }, &bytes.Buffer{}, &stderr)
+		require.Error(t, err)
+		for _, row := range []string{"throughput T tenants", "fairness (a)", "scale N tenants", "deferral burst", "hotpath"} {
+			assert.Contains(t, stderr.String(), row)
+		}
+		for _, flag := range []string{"-quick", "-only", "-json"} {
+			assert.True(t, strings.Contains(stderr.String(), flag), "help names %s", flag)
+		}
+	})
+	t.Run("RefusesAnUnknownSection", func(t *testing.T) {
+		err := runBench(context.Background(), []string{"--only", "speed"}, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
+		assert.ErrorIs(t, err, errUsage)
+	})
+}

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/logging"
+	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/whatsapp"
+)
+
+// scaleGoal is the most memory an idle tenant may cost.
+const scaleGoal = 2048
+
+// scaleReport is what one 'bench scale' child measures.
+type scaleReport struct {
+	Tenants             int     `json:"tenants"`
+	HeapBytesPerTenant  float64 `json:"heapBytesPerTenant"` // idle: actors passivated
+	RSSBytesPerTenant   float64 `json:"rssBytesPerTenant"`
+	ActiveHeapPerTenant float64 `json:"activeHeapBytesPerTenant"` // right after the jobs, actors alive
+	ActiveRSSPerTenant  float64 `json:"activeRssBytesPerTenant"`
+	GoroutinesPerTenant float64 `json:"goroutinesPerTenant"`
+	Seconds             float64 `json:"seconds"`
+}
+
+// scalePassivateAfter is the tenants' idle time before their actors stop,
+// short so the measurement does not wait minutes.
+const scalePassivateAfter = time.Second
+
+// scale runs one child process per size, so each measures a fresh heap
+// and RSS untouched by the other sections.
+func (e *benchEnv) scale(ctx context.Context) ([]benchRow, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var rows []benchRow
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		var heap, rss, aheap, gor []float64
+		for rep := range e.reps {
+			var out bytes.Buffer
+			cmd := exec.CommandContext(ctx, exe, "bench", "scale", "--tenants", strconv.Itoa(n))
+			cmd.Stdout, cmd.Stderr = &out, e.log
+			if err := cmd.Run(); err != nil {
+				return rows, fmt.Errorf("scale %d tenants: %w", n, err)
+			}
+			var r scaleReport
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				return rows, fmt.Errorf("scale %d tenants: child said %q: %w", n, out.String(), err)
+			}
+			e.progress("scale %d tenants, rep %d: heap %.0f B/tenant, RSS %.0f B/tenant (%.1fs)", n, rep+1,
+				r.HeapBytesPerTenant, r.RSSBytesPerTenant, r.Seconds)
+			heap, rss, gor = append(heap, r.HeapBytesPerTenant), append(rss, r.RSSBytesPerTenant), append(gor, r.GoroutinesPerTenant)
+			aheap = append(aheap, r.ActiveHeapPerTenant)
+		}
+		h, r := benchMedian(heap), benchMedian(rss)
+		rows = append(rows, benchRow{
+			Measure: fmt.Sprintf("scale %s tenants", benchThousands(n)),
+			Value: fmt.Sprintf("idle (passivated) heap %.0f B/tenant, RSS %.0f B/tenant; active heap %.0f B/tenant; %.2f goroutines/tenant",
+				h, r, benchMedian(aheap), benchMedian(gor)),
+			Goal:   fmt.Sprintf("idle heap <= %d B/tenant", scaleGoal),
+			Status: benchMet(h <= scaleGoal),
+			Numbers: map[string]float64{"heapBytesPerTenant": h, "rssBytesPerTenant": r,
+				"activeHeapBytesPerTenant": benchMedian(aheap), "goroutinesPerTenant": benchMedian(gor)},
+		})
+	}
+	return rows, nil
+}
+
+func benchThousands(n int) string {
+	s := strconv.Itoa(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// runScale is 'wadispatch bench scale': n tenant actors each handle one job
+// (stub broker and Meta, no RabbitMQ), and the heap and RSS they added are
+// printed as JSON.
+func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("wadispatch bench scale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("tenants", 10_000, "number of tenants, each handling one job")
+	memprofile := fs.String("memprofile", "", "write a heap profile (in-use space) here afterwards")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: wadispatch bench scale --tenants N [--memprofile FILE]")
+		fmt.Fprintln(stderr, "\nSpawns N tenant actors (stub broker and Meta), sends each one job, and prints the heap")
+		fmt.Fprintln(stderr, "and RSS per tenant as JSON. See 'wadispatch bench --help'.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *n < 1 {
+		return fmt.Errorf("%w: --tenants must be at least 1", errUsage)
+	}
+	start := time.Now()
+	r, err := measureScale(ctx, *n, *memprofile)
+	if err != nil {
+		return err
+	}
+	r.Seconds = time.Since(start).Seconds()
+	return json.NewEncoder(stdout).Encode(r)
+}
+
+// measureScale measures n tenants; a memprofile is written while they are
+// still alive.
+func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, error) {
+	tenants := make([]config.Tenant, n)
+	tokens := make(map[string]whatsapp.TokenSource, n)
+	// Tokens are not registered with the log redactor here: registering is
+	// quadratic in the number of secrets (logging.Secrets.Add), which
+	// costs minutes at 100,000 and is no part of an idle tenant's memory.
+	secrets := logging.NewSecrets()
+	for i := range tenants {
+		id := fmt.Sprintf("t%06d", i)
+		tenants[i] = config.Tenant{ID: id, PhoneNumberID: fmt.Sprintf("3%014d", i), AccessTokenEnv: "WA_TOKEN_" + id,
+			RateLimit:   config.RateLimit{PerMinute: 80, Burst: 80},
+			Breaker:     config.Breaker{FailureThreshold: 5, OpenFor: 60 * time.Second},
+			MaxAttempts: 10, MaxAge: 24 * time.Hour}
+		tok := scaleToken("EAAG" + id + strings.Repeat("x", 180))
+		tokens[id] = tok
+	}
+	logger := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo, Version: version, Secrets: secrets})
+	stub := &scaleBroker{settled: make(chan struct{}, 1024)}
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return logger.With(slog.String("component", "protoactor"))
+	}))
+	defer system.Shutdown()
+	router, err := system.Root.SpawnNamed(actors.NewRouterProps(actors.Config{
+		Tenants: tenants, Tokens: tokens, Sender: scaleSender{}, Broker: stub, Logger: logger, Context: ctx,
+		PassivateAfter: scalePassivateAfter,
+	}), "router")
+	if err != nil {
+		return scaleReport{}, err
+	}
+	defer func() { _ = system.Root.PoisonFuture(router).Wait() }()
+
+	heap0, rss0, gor0 := scaleMemNow()
+	// In windows, so the jobs in flight do not swell the heap the runtime
+	// keeps afterwards.
+	const window = 1000
+	inFlight := 0
+	for i, t := range tenants {
+		if inFlight == window {
+			<-stub.settled
+			inFlight--
+		}
+		body := benchJobBody(t.ID, i, time.Now())
+		system.Root.Send(router, &messages.Deliver{Delivery: broker.NewDelivery(body, nil)})
+		inFlight++
+	}
+	for ; inFlight > 0; inFlight-- {
+		select {
+		case <-stub.settled:
+		case <-ctx.Done():
+			return scaleReport{}, ctx.Err()
+		}
+	}
+	// Every tenant has settled its job; let their last messages run.
+	if _, err := system.Root.RequestFuture(router, &messages.GetTenant{TenantID: tenants[n-1].ID}, actors.AskTimeout).Result(); err != nil {
+		return scaleReport{}, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	heapA, rssA, _ := scaleMemNow()
+	// Then the actors go idle and are passivated; their state stays.
+	deadline := time.Now().Add(scalePassivateAfter + 60*time.Second)
+	for {
+		res, err := system.Root.RequestFuture(router, &messages.ListTenants{}, 30*time.Second).Result()
+		if err != nil {
+			return scaleReport{}, err
+		}
+		active := 0
+		for _, t := range res.(*messages.TenantList).Tenants {
+			if t.Active {
+				active++
+			}
+		}
+		if active == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return scaleReport{}, fmt.Errorf("%d of %d tenant actors still active after %v", active, n, scalePassivateAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	heap1, rss1, gor1 := scaleMemNow()
+	if memprofile != "" {
+		if err := writeHeapProfile(memprofile); err != nil {
+			return scaleReport{}, err
+		}
+	}
+	perTenant := func(after, before uint64) float64 { return float64(int64(after)-int64(before)) / float64(n) }
+	return scaleReport{
+		Tenants:             n,
+		HeapBytesPerTenant:  perTenant(heap1, heap0),
+		RSSBytesPerTenant:   perTenant(rss1, rss0),
+		ActiveHeapPerTenant: perTenant(heapA, heap0),
+		ActiveRSSPerTenant:  perTenant(rssA, rss0),
+		GoroutinesPerTenant: float64(gor1-gor0) / float64(n),
+	}, nil
+}
+
+// memNow returns heap in use and RSS after a full collection that returns
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// free memory to the OS, and the number of goroutines.
+func scaleMemNow() (heap, rss uint64, goroutines int) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse, scaleRSS(), runtime.NumGoroutine()
+}
+
+// residentBytes reads the resident set size from /proc/self/statm (0 where
+// there is none).
+func scaleRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}
+
+// scaleBroker settles at once and reports each settlement.
+type scaleBroker struct{ settled chan struct{} }
+
+var _ actors.Broker = (*scaleBroker)(nil)
+
+func (b *scaleBroker) Settle(context.Context, *broker.Delivery, ...broker.Message) error {
+	b.settled <- struct{}{}
+	return nil
+}
+
+func (b *scaleBroker) ResultMessage(status string, body []byte) broker.Message {
+	return broker.Message{Key: status}
+}
+
+func (b *scaleBroker) DeferMessage(*broker.Delivery, time.Duration, map[string]any) broker.Message {
+	return broker.Message{}
+}
+
+func (b *scaleBroker) RequeueMessage(*broker.Delivery, map[string]any) broker.Message {
+	return broker.Message{}
+}
+
+func (b *scaleBroker) DeadLetterMessage(*broker.Delivery, map[string]any) broker.Message {
+	return broker.Message{}
+}
+
+// scaleSender is a Meta that accepts every message at once.
+type scaleSender struct{}
+
+func (scaleSender) Send(context.Context, whatsapp.Request) (whatsapp.Response, error) {
+	return whatsapp.Response{WAMID: "wamid.SCALE", HTTPStatus: 200}, nil
+}
+
+type scaleToken string
+
+func (t scaleToken) Token() (string, error) { return string(t), nil }
+func (t scaleToken) Refresh() (bool, error) { return false, nil }

@@ -1,0 +1,564 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/testkit"
+)
+
+const benchSuiteUsage = `Usage:
+  wadispatch bench [--quick] [--only SECTIONS] [--json] [flags]   the benchmark suite
+  wadispatch bench loadcheck [flags]                               the seed's load check
+  wadispatch bench scale --tenants N [--memprofile FILE]           one scale measurement
+
+bench runs every measurement below against the local RabbitMQ (start it with
+'go tool task rabbitmq') and an in-process fake Graph API that answers at once,
+and prints one table: measure, value, goal, and whether the goal is met. Each
+figure is the median of repeated runs (3, or 1 with --quick), and each ratio is
+taken between runs of the same invocation, interleaved, so that noise on a
+shared machine hits both sides. The default run takes about 8 minutes on two
+cores, --quick about 90 seconds. Queues are named bench.*.<random> and deleted
+afterwards. Progress goes to stderr, the table to stdout.
+
+Rows
+
+  throughput T tenants, prefetch P  (T = 1, 10, 1000; P = 10, 100)
+      Jobs/s end to end: RabbitMQ -> worker -> fake Meta -> result published
+      with a publisher confirm -> ack. 6,000 jobs (3,000 for one tenant; a
+      third of that with --quick), round-robin over T tenants whose rate
+      limits never bind, are published first; then the consumer starts.
+      Jobs/s = results confirmed / time from the consumer's start until the
+      last result: a drain of a backlog, not a steady state, so jobs the
+      worker defers count when they are finally sent. A side that has not
+      drained after 7 s (3 s with --quick) is stopped; its rate is then
+      results / 7 s, an upper bound, and the row says how many it did.
+      Baseline: a bare amqp091-go consumer doing the same work on the same
+      broker and fake Meta: consume at prefetch P, decode the job, POST its
+      payload with the tenant's token, publish a result with a confirm, ack
+      (multiple=false), with min(T, P) goroutines. The worker sends one job at
+      a time per tenant, so min(T, P) is its concurrency as well.
+      Value: worker jobs/s, baseline jobs/s, worker/baseline; CPU per job in
+      microseconds of this process (worker or baseline, plus the fake Meta
+      and the polling, the same for both) + of the local broker, worker vs
+      baseline; how often the worker deferred a job (a tenant holds at most 2
+      jobs; the rest of its backlog goes through the delay queues).
+      Worker and baseline runs alternate. Goal: ratio >= 0.85, and the worker
+      drained whenever the baseline did. With --cpuprofile, samples carry
+      the label side=worker or side=baseline (go tool pprof
+      -tagfocus=side=worker).
+
+  fairness (a) alone / (b) flood / (c) hang / (d) 500
+      20 quiet tenants each publish 2 jobs/s; publish-to-send is the time from
+      a job's publish (stamped in its text) to the fake Meta receiving it.
+      (a) the quiet tenants alone; (b) a 21st tenant (600/min) floods 100
+      jobs/s, 10x its limit; (c) its Meta hangs every call until the worker's
+      timeout (META_TIMEOUT 1s here) while it sends 10 jobs/s; (d) its Meta
+      answers HTTP 500 while it sends 10 jobs/s. Breakers open after 5
+      failures for 5 s. Prefetch 10 (the default). Each case runs on a fresh
+      worker and queues, for 8 s (4 s with --quick) after a 1 s warm-up; the
+      cases run interleaved a,b,c,d in each repetition. Value: quiet p50 and
+      p99, each the median over repetitions, and p99 / (a)'s p99. Goal: ratio
+      <= 1.5. A quiet job still unsent 5 s after its case ended counts with
+      that delay, and fails the goal. The p99 of a few hundred sends of about
+      a millisecond is moved by any stall of a busy machine: read it
+      together with the load average printed at the end.
+
+  scale N tenants  (N = 1,000, 10,000, 100,000)
+      In a child process without RabbitMQ: a router and N tenant actors (stub
+      broker, stub Meta), each tenant handles one job; then heap in use
+      (after GC) and resident set size, minus the same before any tenant was
+      active, divided by N. Value: heap B/tenant, RSS B/tenant. Goal: heap
+      <= 2048 B per idle tenant (RSS is shown; it moves in pages and with
+      what the runtime has not returned to the OS). Tokens are not
+      registered with the log redactor (that is per configured tenant, not
+      per active one). 'bench scale --tenants N
+      --memprofile FILE' writes a heap profile for 'go tool pprof -top'.
+
+  deferral burst
+      One tenant at 600/min with the seed's burst of 80 gets a burst of 1,000
+      jobs (200 with --quick) published at once. Deferrals per job: the
+      tenant's deferred counter (rate-limited, busy, retries; not the hops a
+      job takes through shorter delay tiers on its way back, which are shown
+      as 'tier hops') / jobs. Goal <= 2. Reordering: the largest distance
+      between a job's place in publish order and its place in send order
+      (no goal; the design asks for "about the order they came"). Drain: time
+      to the last result vs the ideal (jobs - burst) / rate. Runs once, also
+      in a full run (it takes the ideal drain, 92 s).
+
+  hotpath <benchmark>
+      'go test -bench' of the hot path (needs the go tool and the module's
+      source; run from the repository): decode+validate (messages),
+      router->tenant dispatch through the actor system with stubs, the bucket,
+      the breaker, the schedule (actors), a message_delivered log line through
+      the redacting handler and through a bare slog.JSONHandler (logging).
+      Value: ns/op, B/op, allocs/op. No goal: for comparing commits.
+
+Flags
+`
+
+// benchSections are the parts of the suite, in the order they run.
+var benchSections = []string{"throughput", "fairness", "scale", "deferral", "hotpath"}
+
+// benchRow is one line of the suite's table.
+type benchRow struct {
+	Measure string             `json:"measure"`
+	Value   string             `json:"value"`
+	Goal    string             `json:"goal"`
+	Status  string             `json:"status"` // met, NOT MET, info, error
+	Numbers map[string]float64 `json:"numbers,omitempty"`
+}
+
+const (
+	statusMet    = "met"
+	statusNotMet = "NOT MET"
+	statusInfo   = "info"
+	statusError  = "error"
+)
+
+func benchMet(ok bool) string {
+	if ok {
+		return statusMet
+	}
+	return statusNotMet
+}
+
+// benchEnv is what every section shares: the broker, one fake Meta and its
+// tenants, the mode and where progress goes.
+type benchEnv struct {
+	amqpURL string
+	quick   bool
+	reps    int
+	fake    *testkit.FakeMeta
+	dir     string
+	tenants []localTenant // bench tenants t0000 ... t0999
+
+	throughputCases []throughputCase
+	brokerPID       int // the local broker's process, 0 if unknown
+	log             io.Writer
+}
+
+func (e *benchEnv) progress(format string, args ...any) {
+	fmt.Fprintf(e.log, "bench: "+format+"\n", args...)
+}
+
+// benchOptions are the suite's flags.
+type benchOptions struct {
+	amqpURL    string
+	quick      bool
+	reps       int
+	sections   map[string]bool
+	cases      []throughputCase
+	json       bool
+	cpuprofile string
+}
+
+func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (benchOptions, error) {
+	fs := flag.NewFlagSet("wadispatch bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	amqpURL := fs.String("amqp-url", firstNonEmpty(getenv("AMQP_URL"), testkit.DefaultAMQPURL), "broker URL (env AMQP_URL)")
+	quick := fs.Bool("quick", false, "short run: 1 repetition, smaller loads (about 90 s)")
+	only := fs.String("only", strings.Join(benchSections, ","), "comma-separated sections to run")
+	reps := fs.Int("reps", 0, "repetitions per measurement (default 3, 1 with --quick)")
+	asJSON := fs.Bool("json", false, "print the rows as JSON instead of a table")
+	cases := fs.String("throughput-cases", "1x10,10x10,1000x10,1x100,10x100,1000x100", "throughput grid, TENANTSxPREFETCH,...")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (worker and baseline) here")
+	fs.Usage = func() { fmt.Fprint(stderr, benchSuiteUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return benchOptions{}, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return benchOptions{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	o := benchOptions{amqpURL: *amqpURL, quick: *quick, reps: *reps, sections: map[string]bool{}, json: *asJSON,
+		cpuprofile: *cpuprofile}
+	for _, s := range strings.Split(*only, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(benchSections, s) {
+			return o, fmt.Errorf("%w: --only: unknown section %q (have %s)", errUsage, s, strings.Join(benchSections, ", "))
+		}
+		o.sections[s] = true
+	}
+	var err error
+	if o.cases, err = parseThroughputCases(*cases); err != nil {
+		return o, err
+	}
+	if o.reps <= 0 {
+		o.reps = 3
+		if o.quick {
+			o.reps = 1
+		}
+	}
+	return o, nil
+}
+
+// newBenchEnv starts the fake Meta with 1,000 tenants and checks that the
+// broker answers when a section needs it. close undoes it.
+func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), err error) {
+	env = &benchEnv{amqpURL: o.amqpURL, quick: o.quick, reps: o.reps, throughputCases: o.cases, log: log}
+	if o.sections["throughput"] || o.sections["fairness"] || o.sections["deferral"] {
+		conn, err := amqp.Dial(env.amqpURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to RabbitMQ at %s (start it with: go tool task rabbitmq): %w", env.amqpURL, err)
+		}
+		_ = conn.Close()
+		if u, err := amqp.ParseURI(env.amqpURL); err == nil && (u.Host == "127.0.0.1" || u.Host == "localhost") {
+			env.brokerPID = listenerPID(u.Port)
+		}
+	}
+	if env.fake, err = testkit.NewFakeMeta("127.0.0.1:0"); err != nil {
+		return nil, nil, err
+	}
+	if env.dir, err = os.MkdirTemp("", "wadispatch-bench-"); err != nil {
+		_ = env.fake.Close()
+		return nil, nil, err
+	}
+	env.tenants = make([]localTenant, 1000)
+	for i := range env.tenants {
+		id := fmt.Sprintf("t%04d", i)
+		env.tenants[i] = localTenant{ID: id, Phone: fmt.Sprintf("2000000000%05d", i), Token: "bench-token-" + id}
+		env.fake.AddTenant(env.tenants[i].Phone, env.tenants[i].Token)
+	}
+	return env, func() { _ = env.fake.Close(); _ = os.RemoveAll(env.dir) }, nil
+}
+
+func runSuite(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseBenchFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	env, closeEnv, err := newBenchEnv(o, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeEnv()
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	mode := "full run"
+	if env.quick {
+		mode = "--quick"
+	}
+	host, _ := os.Hostname()
+	load0 := loadAverage()
+	env.progress("%s, %d repetition(s), %d CPUs, %s, on %s, load average %s", mode, env.reps, runtime.NumCPU(),
+		runtime.Version(), host, load0)
+	start := time.Now()
+	var rows []benchRow
+	for _, s := range benchSections {
+		if !o.sections[s] {
+			continue
+		}
+		sectionStart := time.Now()
+		got, err := env.run(ctx, s)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			got = append(got, benchRow{Measure: s, Value: err.Error(), Status: statusError})
+		}
+		env.progress("%s done in %s", s, time.Since(sectionStart).Round(time.Second))
+		rows = append(rows, got...)
+	}
+	took := time.Since(start).Round(time.Second)
+	load1 := loadAverage()
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(map[string]any{"quick": env.quick, "reps": env.reps, "cpus": runtime.NumCPU(),
+			"go": runtime.Version(), "seconds": took.Seconds(), "loadAverageStart": load0, "loadAverageEnd": load1,
+			"rows": rows}); err != nil {
+			return err
+		}
+	} else {
+		printBenchTable(stdout, rows)
+		fmt.Fprintf(stdout, "\n%d rows in %s (%s, %d repetition(s), %d CPUs, %s; load average %s at start, %s at end)\n",
+			len(rows), took, mode, env.reps, runtime.NumCPU(), runtime.Version(), load0, load1)
+	}
+	for _, r := range rows {
+		if r.Status == statusError {
+			return errors.New("some measurements failed (rows marked error)")
+		}
+	}
+	return nil
+}
+
+func (e *benchEnv) run(ctx context.Context, section string) ([]benchRow, error) {
+	switch section {
+	case "throughput":
+		return e.throughput(ctx)
+	case "fairness":
+		return e.fairness(ctx)
+	case "scale":
+		return e.scale(ctx)
+	case "deferral":
+		return e.deferral(ctx)
+	case "hotpath":
+		return e.hotpath(ctx)
+	}
+	return nil, fmt.Errorf("unknown section %q", section)
+}
+
+func printBenchTable(w io.Writer, rows []benchRow) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEASURE\tVALUE\tGOAL\tSTATUS")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Measure, r.Value, r.Goal, r.Status)
+	}
+	_ = tw.Flush()
+}
+
+// benchWorker is a worker on queues of its own.
+type benchWorker struct {
+	w    *Worker
+	cfg  config.Config
+	topo broker.Topology
+	stop context.CancelFunc
+	done chan error
+}
+
+// newBenchWorker writes a tenants file for tenants with the given defaults
+// block and creates a worker on fresh queues; start starts consuming.
+func (e *benchEnv) newBenchWorker(ctx context.Context, label string, tenants []localTenant, defaults string,
+	logs io.Writer, args ...string) (*benchWorker, error) {
+	dir, err := os.MkdirTemp(e.dir, label+"-")
+	if err != nil {
+		return nil, err
+	}
+	path, getenv, err := writeLocalTenants(dir, defaults, tenants, e.fake, nil)
+	if err != nil {
+		return nil, err
+	}
+	queue := benchQueueName(label)
+	cfg, err := config.Load(getenv, append([]string{"--amqp-url", e.amqpURL, "--amqp-queue", queue,
+		"--results-exchange", queue + ".results", "--tenants-file", path, "--meta-base-url", e.fake.URL(),
+		"--admin-addr", "off", "--shutdown-timeout", "2s"}, args...), io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	w, err := NewWorker(ctx, cfg, workerOptions{Getenv: getenv, Logs: logs})
+	if err != nil {
+		return nil, err
+	}
+	return &benchWorker{w: w, cfg: cfg, topo: broker.NewTopology(cfg.Queue, cfg.ResultsExchange)}, nil
+}
+
+func (b *benchWorker) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop, b.done = cancel, make(chan error, 1)
+	go func() { b.done <- b.w.Run(ctx) }()
+}
+
+// close stops the worker (a worker never started is stopped by running it
+// on a cancelled context) and deletes its queues.
+func (b *benchWorker) close() {
+	if b.stop == nil {
+		b.start()
+	}
+	b.stop()
+	<-b.done
+	deleteBenchTopology(b.cfg.AMQPURL, b.topo)
+}
+
+func benchQueueName(label string) string {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return "bench." + label + "." + hex.EncodeToString(r[:])
+}
+
+// deleteBenchTopology deletes every queue and the exchange of topo; what
+// does not exist is skipped (a failed delete closes the channel, so each
+// gets a channel of its own).
+func deleteBenchTopology(url string, topo broker.Topology) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for _, q := range append([]string{topo.Queue, topo.DLQ(), topo.ResultsQueue()}, topo.WaitQueues()...) {
+		ch, err := conn.Channel()
+		if err != nil {
+			return
+		}
+		if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
+			continue // does not exist; the failed declare closed ch
+		}
+		_, _ = ch.QueueDelete(q, false, false, false)
+		_ = ch.Close()
+	}
+	if ch, err := conn.Channel(); err == nil {
+		_ = ch.ExchangeDelete(topo.ResultsExchange, false, false)
+		_ = ch.Close()
+	}
+}
+
+// benchJobBody is a job whose text carries the publish time and the job's
+// number, so send order and publish-to-send time can be read from the fake
+// Meta's call log.
+func benchJobBody(tenant string, n int, published time.Time) []byte {
+	return fmt.Appendf(nil, `{"metadata":{"tenantId":%q,"internalId":"%s-%d"},"wabaPayload":{"messaging_product":"whatsapp",`+
+		`"recipient_type":"individual","to":"1555%07d","type":"text","text":{"body":"n=%d t=%d"}}}`,
+		tenant, tenant, n, n%10_000_000, n, published.UnixNano())
+}
+
+// benchStamp reads what benchJobBody put in a payload's text.
+func benchStamp(payload []byte) (n int, published time.Time, ok bool) {
+	var p struct {
+		Text struct{ Body string } `json:"text"`
+	}
+	if json.Unmarshal(payload, &p) != nil {
+		return 0, time.Time{}, false
+	}
+	ns, ts, found := strings.Cut(p.Text.Body, " ")
+	if !found || !strings.HasPrefix(ns, "n=") || !strings.HasPrefix(ts, "t=") {
+		return 0, time.Time{}, false
+	}
+	n, err1 := strconv.Atoi(ns[2:])
+	t, err2 := strconv.ParseInt(ts[2:], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, time.Time{}, false
+	}
+	return n, time.Unix(0, t), true
+}
+
+// benchPublisher publishes jobs on a connection of its own.
+type benchPublisher struct {
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+func dialBenchPublisher(url string, confirm bool) (*benchPublisher, error) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err == nil && confirm {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return &benchPublisher{conn: conn, ch: ch}, nil
+}
+
+func (p *benchPublisher) close() { _ = p.conn.Close() }
+
+func (p *benchPublisher) publish(ctx context.Context, queue string, body []byte) (*amqp.DeferredConfirmation, error) {
+	return p.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
+		ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: body})
+}
+
+// publishAll publishes bodies in windows of 500 and waits for every confirm.
+func (p *benchPublisher) publishAll(ctx context.Context, queue string, bodies [][]byte) error {
+	const window = 500
+	for len(bodies) > 0 {
+		n := min(window, len(bodies))
+		confirms := make([]*amqp.DeferredConfirmation, 0, n)
+		for _, b := range bodies[:n] {
+			dc, err := p.publish(ctx, queue, b)
+			if err != nil {
+				return err
+			}
+			confirms = append(confirms, dc)
+		}
+		for _, dc := range confirms {
+			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+				return fmt.Errorf("publish to %s not confirmed: %v", queue, err)
+			}
+		}
+		bodies = bodies[n:]
+	}
+	return nil
+}
+
+// queueDepth is the number of ready messages in queue.
+func benchQueueDepth(ch *amqp.Channel, queue string) (int, error) {
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	return q.Messages, nil
+}
+
+// waitDepth polls queue until it holds n ready messages or deadline passes,
+// and returns the depth it saw last.
+func benchWaitDepth(ctx context.Context, ch *amqp.Channel, queue string, n int, deadline time.Time, every time.Duration) (int, error) {
+	for {
+		d, err := benchQueueDepth(ch, queue)
+		if err != nil || d >= n || !time.Now().Before(deadline) {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+func benchMedian(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func benchDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= 10*time.Millisecond:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	case d >= 10*time.Microsecond:
+		return d.Round(100 * time.Nanosecond).String()
+	default:
+		return d.String()
+	}
+}
+
+// loadAverage is the 1, 5 and 15 minute load average from /proc/loadavg,
+// "?" where there is none: how busy the machine was says how far to trust
+// the figures.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}

@@ -1,0 +1,59 @@
+package messages
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchJob is a typical text job as producers send it.
+const benchJob = `{"metadata":{"tenantId":"acme","internalId":"order-1042-confirmation","source":"shop","orderId":1042},` +
+	`"wabaPayload":{"messaging_product":"whatsapp","recipient_type":"individual","to":"15551234567","type":"text",` +
+	`"text":{"body":"Your order 1042 is confirmed"}}}`
+
+// benchTemplateJob is a template job with 40 parameters (about 4 KiB).
+func benchTemplateJob() []byte {
+	params := make([]map[string]any, 40)
+	for i := range params {
+		params[i] = map[string]any{"type": "text", "text": strings.Repeat("p", 80)}
+	}
+	b, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"tenantId": "acme", "internalId": "campaign-7-15551234567"},
+		"wabaPayload": map[string]any{"messaging_product": "whatsapp", "to": "15551234567", "type": "template",
+			"template": map[string]any{"name": "order_update", "language": map[string]any{"code": "en_US"},
+				"components": []map[string]any{{"type": "body", "parameters": params}}}},
+	})
+	return b
+}
+
+// BenchmarkDecodeJob measures what the router does to every delivery before
+// it reaches a tenant: decode and validate the body, and read the job's
+// state from its headers.
+func BenchmarkDecodeJob(b *testing.B) {
+	run := func(b *testing.B, body []byte) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := DecodeJob(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("Text", func(b *testing.B) { run(b, []byte(benchJob)) })
+	b.Run("Template4KiB", func(b *testing.B) { run(b, benchTemplateJob()) })
+}
+
+// BenchmarkReadJobState measures reading the headers of a job that has been
+// deferred once (the common case for a rate-limited tenant).
+func BenchmarkReadJobState(b *testing.B) {
+	h := map[string]any{}
+	JobState{Attempts: 1, Deferrals: 1, NotBefore: time.UnixMilli(1_800_000_000_000), Reservation: "a1b2c3d4e5f6",
+		FirstSeen: time.UnixMilli(1_799_999_990_000)}.WriteTo(h)
+	b.ReportAllocs()
+	for b.Loop() {
+		if s := ReadJobState(h); s.Deferrals != 1 {
+			b.Fatal("wrong state")
+		}
+	}
+}
