@@ -91,3 +91,72 @@ func BenchmarkSlowPath(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSecretsAddExisting measures what the worker does on every send:
+// re-register a token the registry already holds, among 10,000 tenants'.
+func BenchmarkSecretsAddExisting(b *testing.B) {
+	s := NewSecrets()
+	tokens := make([]string, 10_000)
+	for i := range tokens {
+		tokens[i] = fmt.Sprintf("EAAG%dZBm0PBxZC%s", i, strings.Repeat("x7Q", 64))
+		s.Add(tokens[i])
+	}
+	for _, v := range tokens { // a running worker has re-registered each
+		s.Add(v)
+	}
+	b.Run("Sequential", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			s.Add(tokens[i%len(tokens)])
+			i++
+		}
+	})
+	b.Run("Parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				s.Add(tokens[i%len(tokens)])
+				i++
+			}
+		})
+	})
+}
+
+// BenchmarkSecretsAddMany measures start-up: registering every tenant's
+// token one by one.
+func BenchmarkSecretsAddMany(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		tokens := make([]string, n)
+		for i := range tokens {
+			tokens[i] = fmt.Sprintf("EAAG%dZBm0PBxZC%s", i, strings.Repeat("x7Q", 64))
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s := NewSecrets()
+				for _, v := range tokens {
+					s.Add(v)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSecretsScrubMany measures scrubbing an error text as long as a
+// token, with capital Es in it, against 10,000 registered tokens: all of
+// them start with an E.
+func BenchmarkSecretsScrubMany(b *testing.B) {
+	s := NewSecrets()
+	for i := range 10_000 {
+		s.Add(fmt.Sprintf("EAAG%dZBm0PBxZC%s", i, strings.Repeat("x7Q", 64)))
+	}
+	text := strings.Repeat("Error: Expected an EAAG token, got an Envelope. ", 5)
+	b.ReportAllocs()
+	for b.Loop() {
+		if s.Scrub(text) != text {
+			b.Fatal("scrubbed text that holds no secret")
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -18,41 +19,16 @@ import (
 // still scrubbed everywhere it occurs, so it will also mangle unrelated text
 // that happens to contain it; that is the price of never logging it.
 type Secrets struct {
-	mu  sync.Mutex // serialises Add; readers never take it
 	set atomic.Pointer[secretSet]
-}
+	// known is a read-only set of registered values, so that Add of a value
+	// already held (the worker re-registers its token on every send) needs
+	// neither the lock nor an allocation. It lags behind set: values
+	// registered since it was last rebuilt are in recent.
+	known atomic.Pointer[map[string]struct{}]
 
-// secretSet is an immutable snapshot of the registry. Handlers load one
-// snapshot per line, so a line is scrubbed against one consistent set.
-//
-// Matching is one pass over the text: only at a byte that starts some
-// secret are the secrets starting with that byte compared. That keeps the
-// common case (no secret in the text) at about a nanosecond per byte
-// however many secrets there are, and the worst case O(len(text)) per
-// secret.
-type secretSet struct {
-	gen    uint64   // bumped by every Add that registers something new
-	values []string // distinct, non-empty, in registration order
-	minLen int      // length of the shortest value: shorter text cannot hold one
-
-	byFirst []string   // values sorted by first byte (stably)
-	bucket  [257]int32 // byFirst[bucket[c]:bucket[c+1]] start with byte c
-}
-
-func newSecretSet(gen uint64, values []string) *secretSet {
-	set := &secretSet{gen: gen, values: values, minLen: len(values[0])}
-	for _, v := range values {
-		set.minLen = min(set.minLen, len(v))
-	}
-	set.byFirst = slices.Clone(values)
-	slices.SortStableFunc(set.byFirst, func(a, b string) int { return int(a[0]) - int(b[0]) })
-	for c := range 256 {
-		set.bucket[c+1] = set.bucket[c]
-		for int(set.bucket[c+1]) < len(set.byFirst) && int(set.byFirst[set.bucket[c+1]][0]) == c {
-			set.bucket[c+1]++
-		}
-	}
-	return set
+	mu     sync.Mutex          // serialises registration; readers never take it
+	recent map[string]struct{} // registered, not yet in known
+	misses int                 // Adds that took mu since known was rebuilt
 }
 
 // NewSecrets returns a registry holding values (empty ones are ignored).
@@ -64,24 +40,62 @@ func NewSecrets(values ...string) *Secrets {
 
 // Add registers values; empty strings and values already held are ignored.
 func (s *Secrets) Add(values ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old := s.set.Load()
-	next := slices.Clone(old.list())
-	for _, v := range values {
-		if v != "" && !slices.Contains(next, v) {
-			next = append(next, v)
+	known := s.known.Load()
+	for i, v := range values {
+		if v != "" && !holds(known, v) {
+			s.register(values[i:])
+			return
 		}
 	}
-	if len(next) == len(old.list()) {
-		return
+}
+
+func (s *Secrets) register(values []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	known := s.known.Load()
+	var added []string
+	for _, v := range values {
+		if v == "" || holds(known, v) {
+			continue
+		}
+		s.misses++
+		if _, ok := s.recent[v]; ok {
+			continue
+		}
+		if s.recent == nil {
+			s.recent = make(map[string]struct{})
+		}
+		s.recent[v] = struct{}{}
+		added = append(added, v)
 	}
-	s.set.Store(newSecretSet(old.generation()+1, next))
+	if len(added) > 0 {
+		s.set.Store(s.set.Load().with(added))
+	}
+	// Rebuilding known copies every value, so it waits until as many Adds
+	// have taken the lock as known holds: each Add pays O(1) for it
+	// amortized, and a value added once soon takes the lock-free path.
+	if known == nil || s.misses >= len(*known) {
+		next := make(map[string]struct{}, s.set.Load().count()+1)
+		if known != nil {
+			maps.Copy(next, *known)
+		}
+		maps.Copy(next, s.recent)
+		s.known.Store(&next)
+		s.recent, s.misses = nil, 0
+	}
+}
+
+func holds(known *map[string]struct{}, v string) bool {
+	if known == nil {
+		return false
+	}
+	_, ok := (*known)[v]
+	return ok
 }
 
 // Len reports how many distinct secrets are registered.
 func (s *Secrets) Len() int {
-	return len(s.snapshot().list())
+	return s.snapshot().count()
 }
 
 // Scrub returns text with every occurrence of every registered secret
@@ -99,11 +113,95 @@ func (s *Secrets) snapshot() *secretSet {
 	return s.set.Load()
 }
 
-func (set *secretSet) list() []string {
-	if set == nil {
-		return nil
+// secretSet is an immutable snapshot of the registry. Handlers load one
+// snapshot per line, so a line is scrubbed against one consistent set.
+//
+// The secrets are held in sorted runs whose sizes are distinct powers of
+// two, like the digits of a binary counter: registering a secret adds a run
+// of one and merges runs of equal size, so each secret is copied O(log n)
+// times over its life, runs are shared between snapshots, and there are at
+// most log2(n)+1 of them.
+//
+// Matching is one pass over the text: only at a byte that starts some
+// secret are the runs searched for the longest secret that is a prefix of
+// the rest of the text (by binary search, or a scan of a small run). That
+// keeps the common case (no secret in the text) at about a nanosecond per
+// byte however many secrets there are, and many secrets with a common first
+// byte (all of Meta's tokens start with "EAA") cost O(log² n) comparisons
+// per such byte, not n.
+type secretSet struct {
+	gen    uint64    // bumped by every Add that registers something new
+	n      int       // how many secrets
+	minLen int       // length of the shortest secret: shorter text cannot hold one
+	starts [256]bool // starts[c]: some secret starts with byte c
+	runs   []*secretRun
+}
+
+// secretRun is an immutable, sorted list of distinct secrets.
+type secretRun struct {
+	values []string
+	minLen int     // length of the shortest value
+	first  byteSet // the first bytes of values
+}
+
+// byteSet is a set of bytes.
+type byteSet [4]uint64
+
+func (b *byteSet) add(c byte)      { b[c>>6] |= 1 << (c & 63) }
+func (b *byteSet) has(c byte) bool { return b[c>>6]&(1<<(c&63)) != 0 }
+func (b *byteSet) union(o *byteSet) {
+	b[0], b[1], b[2], b[3] = b[0]|o[0], b[1]|o[1], b[2]|o[2], b[3]|o[3]
+}
+
+// with returns a snapshot holding set's secrets and added, which are
+// distinct, non-empty and not in set.
+func (set *secretSet) with(added []string) *secretSet {
+	next := &secretSet{minLen: len(added[0])}
+	if set != nil {
+		*next = *set
+		next.runs = slices.Clone(set.runs) // set's own slice stays untouched
 	}
-	return set.values
+	next.gen++
+	for _, v := range added {
+		next.n++
+		next.minLen = min(next.minLen, len(v))
+		next.starts[v[0]] = true
+		r := &secretRun{values: []string{v}, minLen: len(v)}
+		r.first.add(v[0])
+		for len(next.runs) > 0 && len(next.runs[len(next.runs)-1].values) <= len(r.values) {
+			r = mergeRuns(next.runs[len(next.runs)-1], r)
+			next.runs = next.runs[:len(next.runs)-1]
+		}
+		next.runs = append(next.runs, r)
+	}
+	return next
+}
+
+// mergeRuns returns a run holding the secrets of a and b, which share none.
+func mergeRuns(a, b *secretRun) *secretRun {
+	out := &secretRun{
+		values: make([]string, 0, len(a.values)+len(b.values)),
+		minLen: min(a.minLen, b.minLen),
+		first:  a.first,
+	}
+	out.first.union(&b.first)
+	x, y := a.values, b.values
+	for len(x) > 0 && len(y) > 0 {
+		if x[0] < y[0] {
+			out.values, x = append(out.values, x[0]), x[1:]
+		} else {
+			out.values, y = append(out.values, y[0]), y[1:]
+		}
+	}
+	out.values = append(append(out.values, x...), y...)
+	return out
+}
+
+func (set *secretSet) count() int {
+	if set == nil {
+		return 0
+	}
+	return set.n
 }
 
 func (set *secretSet) generation() uint64 {
@@ -126,11 +224,7 @@ func (set *secretSet) next(text string, from int) int {
 		return -1
 	}
 	for i := from; i <= len(text)-set.minLen; i++ {
-		c := int(text[i])
-		if set.bucket[c] == set.bucket[c+1] {
-			continue
-		}
-		if set.longestAt(text, i) > 0 {
+		if set.starts[text[i]] && set.longestAt(text, i) > 0 {
 			return i
 		}
 	}
@@ -140,11 +234,73 @@ func (set *secretSet) next(text string, from int) int {
 // longestAt returns the length of the longest secret that starts at
 // text[i], or 0.
 func (set *secretSet) longestAt(text string, i int) int {
-	c := int(text[i])
 	n := 0
-	for _, v := range set.byFirst[set.bucket[c]:set.bucket[c+1]] {
-		if len(v) > n && strings.HasPrefix(text[i:], v) {
-			n = len(v)
+	if !set.starts[text[i]] {
+		return 0
+	}
+	for _, r := range set.runs {
+		if r.first.has(text[i]) && len(text)-i >= r.minLen {
+			n = max(n, r.longestPrefix(text[i:]))
+		}
+	}
+	return n
+}
+
+// linearRun is the size up to which a run is searched by comparing each
+// value: for the few secrets of a small deployment that beats a binary
+// search, mostly because a value longer than the text is passed over at once.
+const linearRun = 16
+
+// longestPrefix returns the length of the longest secret in r that is a
+// prefix of t, or 0.
+//
+// Every secret that is a prefix of t sorts at or below t, and so at or
+// below p, the greatest secret that does; and everything between such a
+// secret and t starts with it, so it is a prefix of p as well. Hence either
+// p is a prefix of t (and the longest), or the answer is a prefix of the
+// common prefix of p and t, which is shorter than t: search again for that.
+// A small run is simply scanned.
+func (r *secretRun) longestPrefix(t string) int {
+	values := r.values
+	if len(values) <= linearRun {
+		n := 0
+		for _, v := range values {
+			if len(v) > n && strings.HasPrefix(t, v) {
+				n = len(v)
+			}
+		}
+		return n
+	}
+	for len(t) >= r.minLen {
+		lo, hi := 0, len(values) // values[:lo] < t <= values[hi:]
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if values[m] < t {
+				lo = m + 1
+			} else {
+				hi = m
+			}
+		}
+		if lo < len(values) && values[lo] == t {
+			return len(t)
+		}
+		if lo == 0 {
+			return 0
+		}
+		p := values[lo-1]
+		if strings.HasPrefix(t, p) {
+			return len(p)
+		}
+		t, values = t[:commonPrefixLen(p, t)], values[:lo-1]
+	}
+	return 0
+}
+
+func commonPrefixLen(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
 		}
 	}
 	return n

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,128 @@ func TestSecretsAdd(t *testing.T) {
 		}
 		wg.Wait()
 		assert.Equal(t, 400, s.Len())
+	})
+}
+
+func TestSecretsAddAtScale(t *testing.T) {
+	const n = 5000
+	token := func(i int) string { return fmt.Sprintf("EAAG%dZBm0PBxZC", i) }
+	s := NewSecrets()
+	for i := range n {
+		s.Add(token(i))
+	}
+	require.Equal(t, n, s.Len())
+
+	t.Run("ScrubsEveryRegisteredValue", func(t *testing.T) {
+		for i := range n {
+			require.Equal(t, "<"+Redacted+">", s.Scrub("<"+token(i)+">"), "token %d", i)
+		}
+	})
+
+	t.Run("ReAddingAHeldValueLeavesTheSnapshotAlone", func(t *testing.T) {
+		before := s.snapshot()
+		s.Add(token(0), token(n-1), "")
+		assert.Same(t, before, s.snapshot(), "handlers rebuild on a new generation")
+		assert.Equal(t, n, s.Len())
+	})
+
+	t.Run("ReAddingAHeldValueDoesNotAllocate", func(t *testing.T) {
+		for range 2 { // enough Adds that every value reaches the lock-free set
+			for i := range n {
+				s.Add(token(i))
+			}
+		}
+		v := token(n / 2)
+		assert.Zero(t, testing.AllocsPerRun(100, func() { s.Add(v) }))
+	})
+}
+
+func TestSecretsScrubMatchesReference(t *testing.T) {
+	// Secrets over a two-letter alphabet overlap, nest and abut in every
+	// way; each text is compared with a scrub that marks every byte any
+	// occurrence covers and redacts each maximal run of marked bytes.
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func(maxLen int) string {
+		b := make([]byte, 1+rng.IntN(maxLen))
+		for i := range b {
+			b[i] = "ab"[rng.IntN(2)]
+		}
+		return string(b)
+	}
+	for round := range 300 {
+		s := NewSecrets()
+		var secrets []string
+		for range 1 + rng.IntN(80) { // beyond linearRun, so runs are binary searched
+			v := word(7)
+			s.Add(v)
+			secrets = append(secrets, v)
+			text := "x" + word(20) + "x" + word(20)
+			require.Equal(t, referenceScrub(secrets, text), s.Scrub(text), "round %d: secrets %q, text %q", round, secrets, text)
+		}
+	}
+}
+
+func referenceScrub(secrets []string, text string) string {
+	covered := make([]bool, len(text))
+	for _, v := range secrets {
+		for i := range len(text) - len(v) + 1 {
+			if strings.HasPrefix(text[i:], v) {
+				for j := range len(v) {
+					covered[i+j] = true
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); i++ {
+		if !covered[i] {
+			b.WriteByte(text[i])
+			continue
+		}
+		b.WriteString(Redacted)
+		for i+1 < len(text) && covered[i+1] {
+			i++
+		}
+	}
+	return b.String()
+}
+
+func TestSecretsConcurrentAddAndScrub(t *testing.T) {
+	t.Run("ScrubsEveryValueOnceAddReturned", func(t *testing.T) {
+		s := NewSecrets("broker-pw")
+		stop := make(chan struct{})
+		var readers sync.WaitGroup
+		for range 2 {
+			readers.Go(func() { // logs lines while tokens are registered
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+						assert.Equal(t, "pw "+Redacted, s.Scrub("pw broker-pw"))
+					}
+				}
+			})
+		}
+		added := make(chan string, 64)
+		var writers sync.WaitGroup
+		for g := range 3 {
+			writers.Go(func() {
+				for i := range 300 {
+					v := fmt.Sprintf("EAAG-%d-%d", g, i)
+					s.Add(v)
+					s.Add(v, "broker-pw") // the per-send re-registration
+					added <- v
+				}
+			})
+		}
+		go func() { writers.Wait(); close(added) }()
+		for v := range added { // received after Add returned, on another goroutine
+			assert.Equal(t, "t="+Redacted+";", s.Scrub("t="+v+";"))
+		}
+		close(stop)
+		readers.Wait()
+		assert.Equal(t, 901, s.Len())
 	})
 }
 
