@@ -6,7 +6,7 @@
 //	wadispatch demo      run the worker against a fake Meta with sample jobs
 //	wadispatch tenants   show tenants of a running worker
 //	wadispatch fakemeta  serve the fake Graph API used by tests and the demo
-//	wadispatch bench     measure (loadcheck: the seed's load check)
+//	wadispatch bench     measure throughput, fairness, scale and deferrals (see bench --help)
 package main
 
 import (
@@ -56,6 +56,7 @@ Usage:
   wadispatch demo [flags]       run the worker on local RabbitMQ with a fake Meta and sample jobs
   wadispatch tenants [ID]       show a running worker's tenants (--json, --admin-addr, --admin-token)
   wadispatch fakemeta [flags]   serve the fake Graph API (for trying the worker by hand)
+  wadispatch bench [--quick]    measure throughput vs a bare baseline, fairness, scale, deferrals
   wadispatch bench loadcheck    the seed's load check: one tenant offered 100 jobs/s at 80/min
   wadispatch version            print the version
 
