@@ -147,6 +147,13 @@ func (a *tenantActor) pump(ctx actor.Context) {
 			a.deferJob(m, now, until, false, ReasonBreakerOpen)
 			continue
 		}
+		if m.Delivery.Stale() {
+			// Its channel died while it waited: the broker hands it out
+			// again, and sending this copy too would send it twice.
+			_ = m.Delivery.Requeue()
+			a.log.Info("stale_delivery_dropped", slog.String("internalId", m.Job.InternalID))
+			continue
+		}
 		a.startSend(ctx, m)
 	}
 }

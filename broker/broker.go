@@ -41,6 +41,10 @@ type Broker struct {
 	consConn *amqp.Connection
 
 	unsettled *tracker
+	settled   *settledSet
+
+	redeclMu   sync.Mutex
+	redeclared time.Time
 }
 
 // Dial connects the publisher, declares the topology and returns a Broker.
@@ -58,7 +62,8 @@ func Dial(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Name == "" {
 		opts.Name = "wadispatch"
 	}
-	b := &Broker{opts: opts, logger: opts.Logger, changes: make(chan int, 1), unsettled: newTracker()}
+	b := &Broker{opts: opts, logger: opts.Logger, changes: make(chan int, 1), unsettled: newTracker(),
+		settled: newSettledSet()}
 	b.prefetch.Store(int64(opts.Prefetch))
 	b.pub = &publisher{dial: func() (*amqp.Connection, error) { return b.dial("publish") }, logger: opts.Logger}
 	if err := b.pub.connect(); err != nil {
@@ -185,23 +190,28 @@ func (b *Broker) consumeOnce(ctx context.Context, out chan<- *Delivery, first bo
 	if err != nil {
 		return err
 	}
+	// stop ends consuming once ctx is done. It keeps the channel open, so
+	// the jobs in hand can still be acked (Close hands back the rest), and
+	// requeues what the broker sent before the cancel took effect.
+	stop := func(cancelConsumer bool) error {
+		keepOpen = true
+		if cancelConsumer {
+			if err := ch.Cancel(tag, false); err != nil {
+				keepOpen = false
+				return ctx.Err()
+			}
+		}
+		for d := range deliveries {
+			_ = d.Nack(false, true)
+		}
+		return ctx.Err()
+	}
 	b.ready.Store(true)
 	b.logger.Info("broker_connected", slog.String("queue", b.opts.Topology.Queue), slog.Int("prefetch", prefetch))
 	for {
 		select {
 		case <-ctx.Done():
-			// Stop consuming but keep the channel open, so the jobs in
-			// flight can still be acked; Close hands back the rest. What
-			// the broker sent before the cancel took effect goes back now.
-			keepOpen = true
-			if err := ch.Cancel(tag, false); err != nil {
-				keepOpen = false
-				return ctx.Err()
-			}
-			for d := range deliveries {
-				_ = d.Nack(false, true)
-			}
-			return ctx.Err()
+			return stop(true)
 		case e := <-closed:
 			if e == nil {
 				return errors.New("channel closed")
@@ -219,7 +229,7 @@ func (b *Broker) consumeOnce(ctx context.Context, out chan<- *Delivery, first bo
 			}
 			for d := range deliveries {
 				if !b.forward(ctx, out, ch, d) {
-					return ctx.Err()
+					return stop(false)
 				}
 			}
 			deliveries, tag, err = b.startConsumer(ch, n)
@@ -232,8 +242,10 @@ func (b *Broker) consumeOnce(ctx context.Context, out chan<- *Delivery, first bo
 			if !ok {
 				return errors.New("consumer cancelled")
 			}
+			// Stopping while this delivery waits to be handed out must
+			// not close the connection under the jobs in hand.
 			if !b.forward(ctx, out, ch, d) {
-				return ctx.Err()
+				return stop(true)
 			}
 		}
 	}
@@ -252,6 +264,12 @@ func (b *Broker) startConsumer(ch *amqp.Channel, prefetch int) (<-chan amqp.Deli
 }
 
 func (b *Broker) forward(ctx context.Context, out chan<- *Delivery, ch *amqp.Channel, d amqp.Delivery) bool {
+	if d.Redelivered && b.settled.contains(fingerprint(d)) {
+		// Settled already; only its ack was lost with the channel.
+		_ = ch.Ack(d.DeliveryTag, false)
+		b.logger.Info("redelivery_acked", slog.String("reason", "settled before its channel closed"))
+		return true
+	}
 	del := &Delivery{
 		Body:        d.Body,
 		Headers:     d.Headers,
@@ -270,7 +288,8 @@ func (b *Broker) forward(ctx context.Context, out chan<- *Delivery, ch *amqp.Cha
 	case out <- del:
 		return true
 	case <-ctx.Done():
-		// Never handed out: the closing connection returns it.
+		// Never handed out: back to the queue.
+		_ = ch.Nack(d.DeliveryTag, false, true)
 		del.settled()
 		return false
 	}
@@ -329,8 +348,17 @@ func (b *Broker) Publish(ctx context.Context, m Message) error {
 
 // Settle publishes every message that replaces d, waits until each is
 // confirmed, then acks d. If any publish fails, d is requeued (nacked with
-// requeue) so it comes back, and the error is returned.
+// requeue) so it comes back, and the error is returned. If d's channel has
+// already closed, nothing is published and ErrStaleDelivery is returned:
+// the broker hands d out again. A settled delivery is remembered: if its
+// ack is lost with the channel and the broker hands it out again, Run acks
+// it instead of handing it out a second time.
 func (b *Broker) Settle(ctx context.Context, d *Delivery, msgs ...Message) error {
+	if d.Stale() {
+		// d is back in the queue and will be handled again, publishing
+		// what replaces it then; publishing it now too would make two.
+		return d.Requeue()
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.opts.ConfirmTimeout)
 	defer cancel()
 	var err error
@@ -352,12 +380,40 @@ func (b *Broker) Settle(ctx context.Context, d *Delivery, msgs ...Message) error
 		err = errors.Join(errs...)
 	}
 	if err != nil {
+		if errors.Is(err, ErrReturned) {
+			b.redeclareAfterReturn()
+		}
 		if nerr := d.Requeue(); nerr != nil {
 			return errors.Join(err, nerr)
 		}
 		return err
 	}
+	if d.ch != nil {
+		// Remembered before the ack, which the broker may never see.
+		b.settled.add(fingerprint(d.props))
+	}
 	return d.Ack()
+}
+
+// redeclareAfterReturn declares the topology again after a publish came
+// back unroutable. Every route the worker publishes to is a queue of its
+// own topology, so a return means one was deleted under it; without this
+// the requeued job would bounce between the queue and the worker (each
+// bounce deferring it anew) until the next reconnect. Settlements returned
+// meanwhile wait for it, so their jobs come back to a whole topology. At
+// most once a second.
+func (b *Broker) redeclareAfterReturn() {
+	b.redeclMu.Lock()
+	defer b.redeclMu.Unlock()
+	if time.Since(b.redeclared) < time.Second {
+		return
+	}
+	b.redeclared = time.Now()
+	if err := b.Declare(context.Background()); err != nil {
+		b.logger.Error("topology_redeclare_failed", slog.String("error", err.Error()))
+		return
+	}
+	b.logger.Warn("topology_redeclared", slog.String("reason", "a publish was returned as unroutable"))
 }
 
 // Close closes the publisher (after the caller's pending confirms) and the

@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +63,10 @@ func (d *Delivery) settled() {
 		d.tracker.add(-1)
 	}
 }
+
+// Stale reports whether the channel that delivered this has closed: the
+// broker has put it back in the queue and will hand it out again.
+func (d *Delivery) Stale() bool { return d.ch != nil && d.ch.IsClosed() }
 
 // Ack acknowledges this delivery alone (multiple=false).
 func (d *Delivery) Ack() error {
@@ -127,6 +133,61 @@ func (d *Delivery) Copy(exchange, key string, headers map[string]any) Message {
 		AppId:           p.AppId,
 		Body:            d.Body,
 	}}
+}
+
+// settledMax bounds the memory of settled deliveries: far more than can be
+// in hand (a prefetch window) when a channel dies.
+const settledMax = 4096
+
+// settledSet remembers the most recently settled deliveries: those whose
+// replacements (result, deferred copy, dead letter) the broker confirmed
+// and that were then acked, or would have been had their channel not died.
+// AMQP does not confirm acks, so an ack written just before the broker
+// closed the connection may be lost, and the broker hands the delivery out
+// again; handling it twice would publish a second result or deferred copy.
+// A redelivered delivery found here is acked instead. The oldest entry goes
+// first.
+type settledSet struct {
+	mu    sync.Mutex
+	order []string
+	keys  map[string]int
+}
+
+func newSettledSet() *settledSet { return &settledSet{keys: map[string]int{}} }
+
+func (r *settledSet) add(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.keys[key]++
+	r.order = append(r.order, key)
+	if len(r.order) > settledMax {
+		old := r.order[0]
+		r.order = r.order[1:]
+		if r.keys[old]--; r.keys[old] <= 0 {
+			delete(r.keys, old)
+		}
+	}
+}
+
+func (r *settledSet) contains(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.keys[key] > 0
+}
+
+// fingerprint identifies a message across its redeliveries: its body, its
+// headers and the properties a publisher sets. Every copy the worker
+// publishes of a job (deferred, requeued) differs from the original and
+// from the other copies in its headers (each publish carries its own
+// pubIDHeader, and a hop through a delay tier its own x-death), so a copy
+// never matches another. Two identical messages from a producer do match:
+// they are the same job, with the same internalId, and one result is right.
+func fingerprint(d amqp.Delivery) string {
+	h := sha256.New()
+	h.Write(d.Body)
+	// fmt prints maps sorted by key, nested tables included.
+	fmt.Fprintf(h, "\x00%v\x00%s\x00%s\x00%d", map[string]any(d.Headers), d.MessageId, d.CorrelationId, d.Timestamp.UnixNano())
+	return string(h.Sum(nil))
 }
 
 // NewDelivery builds a Delivery that is not attached to a channel (Ack and

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -18,6 +20,7 @@ var (
 	ErrUnconfirmed    = errors.New("publish not confirmed in time")
 	ErrNotConnected   = errors.New("not connected to the broker")
 	ErrConnectionLost = errors.New("connection lost before the publish was confirmed")
+	ErrBlocked        = errors.New("broker is blocking publishes (resource alarm)")
 )
 
 // pubIDHeader carries a per-publish id so a basic.return can be matched to
@@ -47,10 +50,16 @@ type publisher struct {
 	dial   func() (*amqp.Connection, error)
 	logger *slog.Logger
 
-	mu   sync.Mutex // serialises publishes and reconnects
-	conn *amqp.Connection
-	ch   *amqp.Channel
-	gen  *pubGen
+	// turn serialises publishes and reconnects. It is a channel rather than
+	// a mutex so that waiting for it is bounded by the caller's context: a
+	// publish stuck behind a broker resource alarm must not hold up every
+	// other settlement, or shutdown, forever.
+	turn chan struct{}
+	// current is conn, readable without the turn (by close).
+	current atomic.Pointer[amqp.Connection]
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	gen     *pubGen
 }
 
 // pubGen is the state of one channel's life.
@@ -60,9 +69,15 @@ type pubGen struct {
 	returned map[string]bool
 	closed   chan struct{}
 	err      error
+	// unblocked is nil while the broker accepts publishes; while it blocks
+	// them (connection.blocked) it is a channel closed on connection.unblocked.
+	unblocked chan struct{}
 }
 
 func (p *publisher) connect() error {
+	if p.turn == nil { // the first connect, from Dial
+		p.turn = make(chan struct{}, 1)
+	}
 	conn, err := p.dial()
 	if err != nil {
 		return err
@@ -84,6 +99,7 @@ func (p *publisher) connect() error {
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	go gen.dispatch(returns, confirms, chClosed, connClosed, blocked, p.logger)
 	p.conn, p.ch, p.gen = conn, ch, gen
+	p.current.Store(conn)
 	return nil
 }
 
@@ -113,6 +129,7 @@ func (g *pubGen) dispatch(returns <-chan amqp.Return, confirms <-chan amqp.Confi
 				blocked = nil
 				continue
 			}
+			g.setBlocked(b.Active)
 			if b.Active {
 				logger.Warn("broker_blocked", slog.String("reason", b.Reason))
 			} else {
@@ -129,6 +146,39 @@ func (g *pubGen) dispatch(returns <-chan amqp.Return, confirms <-chan amqp.Confi
 			}
 			return
 		}
+	}
+}
+
+func (g *pubGen) setBlocked(active bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case active && g.unblocked == nil:
+		g.unblocked = make(chan struct{})
+	case !active && g.unblocked != nil:
+		close(g.unblocked)
+		g.unblocked = nil
+	}
+}
+
+// waitUnblocked returns at once while the broker accepts publishes, and
+// otherwise waits for it to lift its alarm, for the channel to die, or for
+// ctx. Nothing is written to a blocked connection: the broker stops reading
+// it, and a write that filled the socket buffer would hang.
+func (g *pubGen) waitUnblocked(ctx context.Context) error {
+	g.mu.Lock()
+	unblocked := g.unblocked
+	g.mu.Unlock()
+	if unblocked == nil {
+		return nil
+	}
+	select {
+	case <-unblocked:
+		return nil
+	case <-g.closed:
+		return g.err
+	case <-ctx.Done():
+		return ErrBlocked
 	}
 }
 
@@ -171,18 +221,27 @@ func (g *pubGen) fail(err error) {
 
 // publish sends m with mandatory set and waits for its confirm until ctx ends.
 func (p *publisher) publish(ctx context.Context, m Message) error {
-	p.mu.Lock()
+	select {
+	case p.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %q: waiting for the publisher: %w", m.Key, ErrUnconfirmed)
+	}
+	release := func() { <-p.turn }
 	if p.ch == nil || p.ch.IsClosed() || p.gen.isClosed() {
 		if p.conn != nil {
-			_ = p.conn.Close()
+			_ = p.conn.CloseDeadline(time.Now().Add(closeGrace))
 			p.conn, p.ch, p.gen = nil, nil, nil
 		}
 		if err := p.connect(); err != nil {
-			p.mu.Unlock()
+			release()
 			return fmt.Errorf("%w: %v", ErrNotConnected, err)
 		}
 	}
 	ch, gen := p.ch, p.gen
+	if err := gen.waitUnblocked(ctx); err != nil {
+		release()
+		return fmt.Errorf("publish to %q: %w", m.Key, err)
+	}
 	seq := ch.GetNextPublishSeqNo()
 	id := strconv.FormatUint(seq, 10)
 	msg := m.Publishing
@@ -196,13 +255,13 @@ func (p *publisher) publish(ctx context.Context, m Message) error {
 	gen.mu.Lock()
 	if gen.err != nil {
 		gen.mu.Unlock()
-		p.mu.Unlock()
+		release()
 		return gen.err
 	}
 	gen.pending[seq] = w
 	gen.mu.Unlock()
 	err := ch.PublishWithContext(ctx, m.Exchange, m.Key, true, false, msg)
-	p.mu.Unlock()
+	release()
 	if err != nil {
 		gen.drop(seq)
 		return fmt.Errorf("publish to %q: %w", m.Key, err)
@@ -234,14 +293,29 @@ func (g *pubGen) isClosed() bool {
 	}
 }
 
+// closeGrace bounds closing a connection: a broker that blocks publishes
+// may not answer connection.close either.
+const closeGrace = 5 * time.Second
+
+// close closes the connection. It waits up to closeGrace for a publish in
+// progress, then closes anyway, which fails that publish.
 func (p *publisher) close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	select {
+	case p.turn <- struct{}{}:
+		defer func() { <-p.turn }()
+	case <-time.After(closeGrace):
+		// A publish is stuck; closing its connection fails it.
+		if conn := p.current.Load(); conn != nil {
+			_ = conn.CloseDeadline(time.Now().Add(closeGrace))
+		}
+		return ErrBlocked
+	}
 	if p.conn == nil {
 		return nil
 	}
-	err := p.conn.Close()
+	err := p.conn.CloseDeadline(time.Now().Add(closeGrace))
 	p.conn, p.ch, p.gen = nil, nil, nil
+	p.current.Store(nil)
 	if errors.Is(err, amqp.ErrClosed) {
 		return nil
 	}

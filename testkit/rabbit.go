@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -74,8 +75,14 @@ func DeleteTopology(tb testing.TB, topo broker.Topology) {
 // the test ends.
 func Channel(tb testing.TB) *amqp.Channel {
 	tb.Helper()
-	conn, err := amqp.Dial(AMQPURL())
-	require.NoError(tb, err, "connect to RabbitMQ at %s (run: go tool task rabbitmq)", AMQPURL())
+	return ChannelTo(tb, AMQPURL())
+}
+
+// ChannelTo is Channel on the broker at url (e.g. a RabbitNode's).
+func ChannelTo(tb testing.TB, url string) *amqp.Channel {
+	tb.Helper()
+	conn, err := amqp.Dial(url)
+	require.NoError(tb, err, "connect to RabbitMQ at %s (run: go tool task rabbitmq)", redactedURL(url))
 	tb.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(tb, err)
@@ -125,4 +132,13 @@ func Depth(tb testing.TB, ch *amqp.Channel, queue string) int {
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	require.NoError(tb, err)
 	return q.Messages
+}
+
+// redactedURL is url with its password replaced, for messages.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable AMQP URL)"
+	}
+	return u.Redacted()
 }

@@ -1,0 +1,51 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+)
+
+func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
+	orig := amqp.Delivery{Body: []byte(`{"job":1}`), MessageId: "m1", Timestamp: time.Unix(1700000000, 0),
+		Headers: amqp.Table{"b": int64(2), "a": amqp.Table{"y": "1", "x": []any{"p", int32(3)}}}, DeliveryTag: 7}
+	again := orig
+	again.DeliveryTag, again.Redelivered = 99, true
+	again.Headers = amqp.Table{"a": amqp.Table{"x": []any{"p", int32(3)}, "y": "1"}, "b": int64(2)}
+	copied := (&Delivery{Body: orig.Body, Headers: orig.Headers, props: orig}).Copy("", "q.wait.1s",
+		map[string]any{"x-not-before": int64(5)}).Publishing
+
+	t.Run("RedeliveryMatchesItsOriginal", func(t *testing.T) {
+		assert.Equal(t, fingerprint(orig), fingerprint(again), "tag, flag and header order do not count")
+	})
+	t.Run("CopyWithOtherHeadersDoesNotMatch", func(t *testing.T) {
+		back := amqp.Delivery{Body: copied.Body, Headers: copied.Headers, MessageId: copied.MessageId,
+			Timestamp: copied.Timestamp, Redelivered: true}
+		assert.NotEqual(t, fingerprint(orig), fingerprint(back))
+	})
+	t.Run("SuccessiveCopiesOfAJobDoNotMatch", func(t *testing.T) {
+		// The publisher stamps each publish with its own id.
+		hop := func(pub string) amqp.Delivery {
+			h := amqp.Table{}
+			for k, v := range copied.Headers {
+				h[k] = v
+			}
+			h[pubIDHeader] = pub
+			return amqp.Delivery{Body: copied.Body, Headers: h, Timestamp: copied.Timestamp, Redelivered: true}
+		}
+		assert.NotEqual(t, fingerprint(hop("7")), fingerprint(hop("8")))
+	})
+	t.Run("OldestEntriesAreForgottenBeyondTheBound", func(t *testing.T) {
+		r := newSettledSet()
+		for i := range settledMax + 10 {
+			r.add(fmt.Sprint(i % (settledMax + 5)))
+		}
+		assert.False(t, r.contains("6"))
+		assert.True(t, r.contains("4"), "added again since")
+		assert.True(t, r.contains(fmt.Sprint(settledMax+4)))
+		assert.LessOrEqual(t, len(r.keys), settledMax)
+	})
+}
