@@ -190,7 +190,7 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 		if tokens == nil {
 			tokens = missingToken(e.cfg.ID)
 		}
-		e.state = newTenantState(e.cfg, tokens, r.epoch, r.deps.Clock.Now(), r.deps.MaxHeld, r.deps.MaxHeldFast)
+		e.state = newTenantState(&e.cfg, tokens, r.epoch, r.deps.Clock.Now(), r.deps.MaxHeld, r.deps.MaxHeldFast)
 	}
 	pid, err := ctx.SpawnNamed(newTenantProps(e.state, r.deps), "tenant-"+e.cfg.ID)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // after a panic keeps the bucket, the breaker, the counters and the jobs in
 // hand. Only the tenant actor's goroutine touches it.
 type TenantState struct {
-	cfg    config.Tenant
+	cfg    *config.Tenant // the router's copy: one per tenant, not one per state
 	tokens whatsapp.TokenSource
 	sched  *Schedule
 	// epoch names this state's reservations (see messages.JobState).
@@ -47,7 +47,7 @@ type TenantState struct {
 	idleArmed  bool
 }
 
-func newTenantState(t config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, maxHeld, maxHeldFast int) *TenantState {
+func newTenantState(t *config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, maxHeld, maxHeldFast int) *TenantState {
 	return &TenantState{
 		cfg:    t,
 		tokens: tokens,
