@@ -54,6 +54,33 @@ func (t Topology) WaitQueues() []string {
 	return names
 }
 
+// Delete removes every queue of the topology and its results exchange, on a
+// connection of its own to url, skipping what does not exist. The worker
+// never calls it; the demo, the benchmarks and the tests clean up with it.
+func (t Topology) Delete(url string) error {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return fmt.Errorf("delete topology of %s: %w", t.Queue, err)
+	}
+	defer conn.Close()
+	// A failed delete closes its channel, so each gets a channel of its own.
+	for _, q := range append([]string{t.Queue, t.DLQ(), t.ResultsQueue()}, t.WaitQueues()...) {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("delete topology of %s: %w", t.Queue, err)
+		}
+		_, _ = ch.QueueDelete(q, false, false, false)
+		_ = ch.Close()
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("delete topology of %s: %w", t.Queue, err)
+	}
+	defer ch.Close()
+	_ = ch.ExchangeDelete(t.ResultsExchange, false, false)
+	return nil
+}
+
 // Tier returns the delay tier for a wait of d: the largest tier not longer
 // than d, or the smallest tier when d is shorter than all of them.
 func (t Topology) Tier(d time.Duration) time.Duration {

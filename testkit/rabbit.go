@@ -51,23 +51,8 @@ func Topology(tb testing.TB) broker.Topology {
 // what does not exist.
 func DeleteTopology(tb testing.TB, topo broker.Topology) {
 	tb.Helper()
-	conn, err := amqp.Dial(AMQPURL())
-	if err != nil {
-		tb.Logf("delete topology: %v", err)
-		return
-	}
-	defer conn.Close()
-	for _, q := range append([]string{topo.Queue, topo.DLQ(), topo.ResultsQueue()}, topo.WaitQueues()...) {
-		ch, err := conn.Channel()
-		if err != nil {
-			return
-		}
-		_, _ = ch.QueueDelete(q, false, false, false)
-		_ = ch.Close()
-	}
-	if ch, err := conn.Channel(); err == nil {
-		_ = ch.ExchangeDelete(topo.ResultsExchange, false, false)
-		_ = ch.Close()
+	if err := topo.Delete(AMQPURL()); err != nil {
+		tb.Logf("%v", err)
 	}
 }
 

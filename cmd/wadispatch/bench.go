@@ -90,21 +90,17 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	defer deleteTopology(cfg.AMQPURL, broker.NewTopology(cfg.Queue, cfg.ResultsExchange))
+	defer func() { _ = broker.NewTopology(cfg.Queue, cfg.ResultsExchange).Delete(cfg.AMQPURL) }()
 	runCtx, stop := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() { stopped <- w.Run(runCtx) }()
 	defer func() { stop(); <-stopped }()
 
-	conn, err := amqp.Dial(cfg.AMQPURL)
+	conn, ch, err := dialChannel(cfg.AMQPURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
 	seq := 0
 	publish := func(tenant string) error {
 		seq++

@@ -384,39 +384,13 @@ func (b *benchWorker) close() {
 	}
 	b.stop()
 	<-b.done
-	deleteBenchTopology(b.cfg.AMQPURL, b.topo)
+	_ = b.topo.Delete(b.cfg.AMQPURL)
 }
 
 func benchQueueName(label string) string {
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	return "bench." + label + "." + hex.EncodeToString(r[:])
-}
-
-// deleteBenchTopology deletes every queue and the exchange of topo; what
-// does not exist is skipped (a failed delete closes the channel, so each
-// gets a channel of its own).
-func deleteBenchTopology(url string, topo broker.Topology) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	for _, q := range append([]string{topo.Queue, topo.DLQ(), topo.ResultsQueue()}, topo.WaitQueues()...) {
-		ch, err := conn.Channel()
-		if err != nil {
-			return
-		}
-		if _, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err != nil {
-			continue // does not exist; the failed declare closed ch
-		}
-		_, _ = ch.QueueDelete(q, false, false, false)
-		_ = ch.Close()
-	}
-	if ch, err := conn.Channel(); err == nil {
-		_ = ch.ExchangeDelete(topo.ResultsExchange, false, false)
-		_ = ch.Close()
-	}
 }
 
 // benchJobBody is a job whose text carries the publish time and the job's

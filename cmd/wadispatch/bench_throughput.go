@@ -256,7 +256,7 @@ func (e *benchEnv) baselineThroughput(ctx context.Context, c throughputCase, loa
 	if err := declareBaselineTopology(e.amqpURL, topo); err != nil {
 		return drainResult{}, err
 	}
-	defer deleteBenchTopology(e.amqpURL, topo)
+	defer func() { _ = topo.Delete(e.amqpURL) }()
 	b := &benchBaseline{url: e.amqpURL, topo: topo, metaURL: e.fake.URL() + "/v23.0/", prefetch: c.prefetch,
 		workers: min(c.tenants, c.prefetch), tenants: map[string]localTenant{}}
 	for _, t := range e.tenants[:c.tenants] {
@@ -267,15 +267,11 @@ func (e *benchEnv) baselineThroughput(ctx context.Context, c throughputCase, loa
 }
 
 func declareBaselineTopology(url string, topo broker.Topology) error {
-	conn, err := amqp.Dial(url)
+	conn, ch, err := dialChannel(url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
 	for _, q := range []string{topo.Queue, topo.ResultsQueue()} {
 		if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
 			return err

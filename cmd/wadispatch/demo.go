@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,22 +108,18 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("start worker (is RabbitMQ running? try: go tool task rabbitmq): %w", err)
 	}
 	topo := broker.NewTopology(cfg.Queue, cfg.ResultsExchange)
-	conn, err := amqp.Dial(cfg.AMQPURL)
+	conn, ch, err := dialChannel(cfg.AMQPURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
 	for _, q := range []string{topo.Queue, topo.DLQ(), topo.ResultsQueue()} {
 		if _, err := ch.QueuePurge(q, false); err != nil {
 			return fmt.Errorf("purge %s: %w", q, err)
 		}
 	}
 	if !*keep {
-		defer deleteTopology(cfg.AMQPURL, topo)
+		defer func() { _ = topo.Delete(cfg.AMQPURL) }()
 	}
 
 	jobs := demoJobs()
@@ -274,24 +269,6 @@ func printDemo(w io.Writer, jobs []demoJob, results map[string]messages.Result, 
 	for _, e := range dlq {
 		fmt.Fprintf(w, "  %-16s %s\n", e.reason, e.detail)
 	}
-}
-
-func deleteTopology(url string, topo broker.Topology) {
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	for _, q := range append([]string{topo.Queue, topo.DLQ(), topo.ResultsQueue()}, topo.WaitQueues()...) {
-		if _, err := ch.QueueDelete(q, false, false, false); err != nil && errors.Is(err, amqp.ErrClosed) {
-			return
-		}
-	}
-	_ = ch.ExchangeDelete(topo.ResultsExchange, false, false)
 }
 
 func firstNonEmpty(vals ...string) string {

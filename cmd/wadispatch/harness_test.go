@@ -48,6 +48,9 @@ type harnessOptions struct {
 	Prepublish [][]byte
 	// BeforeRun runs after the worker is built, before it consumes.
 	BeforeRun func(*harness)
+	// AMQPURL is the broker (default the shared test broker), e.g. a
+	// testkit.RabbitNode's for a test that disrupts it.
+	AMQPURL string
 }
 
 func defaultTenants(n int) []testTenant {
@@ -74,8 +77,12 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	}
 	path, getenv, err := writeLocalTenants(tb.TempDir(), defaults, tenants, h.fake, nil)
 	require.NoError(tb, err)
+	url := testkit.AMQPURL()
+	if opts.AMQPURL != "" {
+		url = opts.AMQPURL
+	}
 	args := append([]string{
-		"--amqp-url", testkit.AMQPURL(), "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
+		"--amqp-url", url, "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
 		"--tenants-file", path, "--meta-base-url", h.fake.URL(), "--meta-timeout", "2s",
 		"--admin-addr", "off", "--log-level", "debug", "--shutdown-timeout", "5s",
 	}, opts.Args...)
@@ -89,7 +96,7 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	w, err := NewWorker(context.Background(), cfg, workerOptions{Logs: h.logs, Getenv: getenv, Sender: sender})
 	require.NoError(tb, err)
 	h.worker = w
-	h.ch = testkit.Channel(tb)
+	h.ch = testkit.ChannelTo(tb, url)
 	h.publishAll(opts.Prepublish)
 	if opts.BeforeRun != nil {
 		opts.BeforeRun(h)

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/broker"
-	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/testkit"
 )
@@ -244,46 +239,8 @@ func TestReturnedDeferralLeavesTheJobInTheQueueAndTheTopologyIsRestored(t *testi
 // queues of its own, with the fake Meta; it stops when the test ends.
 func startNodeWorker(t *testing.T, node *testkit.RabbitNode, tenants []testTenant) *harness {
 	t.Helper()
-	var suffix [4]byte
-	_, _ = rand.Read(suffix[:])
-	q := "test.lifecycle." + hex.EncodeToString(suffix[:])
-	h := &harness{tb: t, fake: testkit.StartFakeMeta(t), topo: broker.NewTopology(q, q+".results"),
-		logs: &syncBuffer{}, tenants: map[string]testTenant{}}
-	for _, tn := range tenants {
-		h.tenants[tn.ID] = tn
-	}
-	path, getenv, err := writeLocalTenants(t.TempDir(), lifecycleDefaults, tenants, h.fake, nil)
-	require.NoError(t, err)
-	cfg, err := config.Load(getenv, []string{
-		"--amqp-url", node.URL(), "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
-		"--tenants-file", path, "--meta-base-url", h.fake.URL(), "--meta-timeout", "2s",
-		"--admin-addr", "off", "--log-level", "info", "--shutdown-timeout", "5s",
-	}, &bytes.Buffer{})
-	require.NoError(t, err)
-	h.cfg = cfg
-	w, err := NewWorker(context.Background(), cfg, workerOptions{Logs: h.logs, Getenv: getenv})
-	require.NoError(t, err)
-	h.worker = w
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				assert.NoError(t, err, "worker run")
-			case <-time.After(30 * time.Second):
-				t.Errorf("worker did not stop within 30s")
-			}
-		})
-	}
-	t.Cleanup(func() {
-		h.stop()
-		h.checkLogs()
-	})
-	return h
+	return startHarness(t, tenants, harnessOptions{AMQPURL: node.URL(), Defaults: lifecycleDefaults,
+		Args: []string{"--log-level", "info"}})
 }
 
 // processHarness builds the wadispatch binary and prepares queues, a fake
@@ -538,15 +495,11 @@ func peekIDs(t *testing.T, queue string) map[string]bool {
 
 // onNode runs f on a channel of a fresh connection to url.
 func onNode(url string, f func(ch *amqp.Channel) error) error {
-	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(2 * time.Second)})
+	conn, ch, err := dialChannel(url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
-	}
 	return f(ch)
 }
 

@@ -5,9 +5,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/wadispatch/wadispatch/testkit"
 )
+
+// dialChannel opens a connection to url and a channel on it, for the demo,
+// the benchmarks and the tests that talk to the broker beside the worker.
+// Closing the connection closes the channel.
+func dialChannel(url string) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}
 
 // localTenant is a tenant whose Meta is a testkit.FakeMeta: the demo, the
 // bench and the integration tests all run the worker this way.
