@@ -4,8 +4,10 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestPool(t *testing.T) {
@@ -25,7 +27,11 @@ func TestPool(t *testing.T) {
 			})
 		}
 		for range 10 {
-			<-ran
+			select {
+			case <-ran:
+			case <-time.After(5 * time.Second):
+				require.FailNow(t, "a task waited for a free worker instead of running")
+			}
 		}
 		close(release)
 		wg.Wait()
@@ -36,7 +42,10 @@ func TestPool(t *testing.T) {
 		cancel()
 		done := make(chan struct{})
 		p.Go(func() { close(done) })
-		<-done
-		assert.True(t, true)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			assert.Fail(t, "a task handed to a stopped pool never ran")
+		}
 	})
 }
