@@ -122,6 +122,7 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	m.State.Reservation = ""
 	st.waiting = append(st.waiting, waitingJob{m: m, due: d.NotBefore})
 	a.pump(ctx)
+	a.watchForStall(ctx)
 }
 
 // wake asks the tenant to look at its waiting jobs again.
@@ -208,6 +209,21 @@ func (a *tenantActor) touch(ctx actor.Context) {
 // HoldBudget after it started.
 type stallCheck struct{ m *messages.Dispatch }
 
+// watchForStall arranges one stallCheck for the send in flight once the
+// tenant holds more than MaxHeld: holding more is only right while sends
+// are fast, so it looks again when this send has taken HoldBudget.
+func (a *tenantActor) watchForStall(ctx actor.Context) {
+	st := a.st
+	m := st.sending
+	if m == nil || st.stallWatched == m || st.held() <= a.deps.MaxHeld {
+		return
+	}
+	st.stallWatched = m
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	wait := max(st.sendStartedAt.Add(HoldBudget).Sub(a.deps.Clock.Now()), 0)
+	time.AfterFunc(wait, func() { root.Send(self, &stallCheck{m}) })
+}
+
 // releaseIfStalled defers the deliveries the tenant holds beyond its
 // HoldCap when the send that started the check is still in flight: a
 // tenant whose API turned slow must not keep prefetch slots it was given
@@ -249,13 +265,10 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
 	st.sending = m
-	st.sched.SendStarted(a.deps.Clock.Now())
+	st.sendStartedAt = a.deps.Clock.Now()
+	st.sched.SendStarted(st.sendStartedAt)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	if st.held() > a.deps.MaxHeld {
-		// Holding more than MaxHeld is only right while sends are fast;
-		// look again once this one has taken HoldBudget.
-		time.AfterFunc(HoldBudget, func() { root.Send(self, &stallCheck{m}) })
-	}
+	a.watchForStall(ctx)
 	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
 	a.deps.pool.Go(func() {
 		done := &messages.SendDone{Dispatch: m}
@@ -292,7 +305,7 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	st := a.st
 	if st.sending == r.Dispatch {
-		st.sending = nil
+		st.sending, st.stallWatched = nil, nil
 	}
 	if r.Panic != nil {
 		panic(fmt.Sprintf("send for %s panicked: %v", r.Dispatch.Job.InternalID, r.Panic))
@@ -512,7 +525,7 @@ func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
 		return
 	}
 	if st.sending == m {
-		st.sending = nil
+		st.sending, st.stallWatched = nil, nil
 	}
 	for i, w := range st.waiting {
 		if w.m == m {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -170,4 +171,40 @@ func TestHangingTenantTimesOutWithoutDelayingOthers(t *testing.T) {
 		assert.Equal(t, messages.StatusSent, r.Status, id)
 	}
 	assert.Zero(t, h.depth(h.topo.DLQ()))
+}
+
+// A fast tenant may hold more than two deliveries (actors.HoldBudget); when
+// its API then starts hanging it must hand the extra ones back at once
+// rather than keep prefetch slots for the whole META_TIMEOUT.
+func TestFastTenantThatStartsHangingGivesBackWhatItHolds(t *testing.T) {
+	tenants := defaultTenants(2)
+	a, b := tenants[0], tenants[1]
+	h := startHarness(t, tenants, harnessOptions{Defaults: neighbourDefaults, Args: []string{"--meta-timeout", "10s"}})
+	for i := range 20 {
+		h.publish(job(a.ID, fmt.Sprintf("fast-%02d", i), "15550000030"))
+	}
+	h.results(20, 30*time.Second) // A is known to be fast now
+
+	h.fake.Behave(a.Phone, testkit.Behaviour{Hang: true})
+	var bodies [][]byte
+	for i := range 30 {
+		bodies = append(bodies, job(a.ID, fmt.Sprintf("slow-%02d", i), "15550000030"))
+	}
+	h.publishAll(bodies)
+	waitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.fake.WaitInFlight(waitCtx, 1), "A's send is hanging")
+	require.Eventually(t, func() bool {
+		info := h.tenantInfo(a.ID)
+		return info.InFlight == 1 && info.Held <= 2
+	}, 3*time.Second, 10*time.Millisecond, "A holds at most 2 deliveries while its send hangs")
+
+	for i := range 10 {
+		h.publish(job(b.ID, fmt.Sprintf("b-%02d", i), "15550000031"))
+	}
+	for id, r := range h.results(10, 5*time.Second) {
+		assert.Equal(t, messages.StatusSent, r.Status, id)
+		assert.True(t, strings.HasPrefix(id, "b-"), id)
+	}
+	h.fake.Behave(a.Phone, testkit.Behaviour{})
 }
