@@ -291,6 +291,15 @@ func (s *Schedule) HoldCap(now time.Time) int {
 // SendStarted records that a send began at now; ObserveLatency ends it.
 func (s *Schedule) SendStarted(now time.Time) { s.sendStart = now }
 
+// SlowAt is when the send in flight makes the tenant slow (HoldCap falls
+// to MaxHeld): HoldBudget after it started. Zero when no send is in flight.
+func (s *Schedule) SlowAt() time.Time {
+	if s.sendStart.IsZero() {
+		return time.Time{}
+	}
+	return s.sendStart.Add(HoldBudget)
+}
+
 // Unhold returns when a delivery the tenant admitted but can no longer
 // hold (its send in flight turned slow, so HoldCap fell) should come back.
 // It keeps the token it was charged, and takes the next busy slot.

@@ -527,7 +527,9 @@ func TestScheduleHoldCap(t *testing.T) {
 	t.Run("ASendInFlightPastTheBudgetMakesTheTenantSlow", func(t *testing.T) {
 		s := NewSchedule(cfg, t0)
 		s.ObserveLatency(time.Millisecond)
+		assert.True(t, s.SlowAt().IsZero(), "no send in flight")
 		s.SendStarted(t0)
+		assert.Equal(t, t0.Add(HoldBudget), s.SlowAt())
 		assert.Equal(t, 10, s.HoldCap(t0.Add(5*time.Millisecond)))
 		assert.Equal(t, 2, s.HoldCap(t0.Add(HoldBudget)))
 		s.ObserveLatency(time.Millisecond) // the send ended

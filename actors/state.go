@@ -20,10 +20,8 @@ type TenantState struct {
 	epoch string
 
 	sending *messages.Dispatch
-	// sendStartedAt is when sending started; stallWatched is the send a
-	// stall check is armed for (see watchForStall).
-	sendStartedAt time.Time
-	stallWatched  *messages.Dispatch
+	// stallWatched is the send a stall check is armed for (watchForStall).
+	stallWatched *messages.Dispatch
 	// waiting are admitted jobs (each holds its token), sent in order once
 	// due; wakeAt is when a timer will next look at them.
 	waiting []waitingJob

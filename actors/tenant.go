@@ -220,7 +220,7 @@ func (a *tenantActor) watchForStall(ctx actor.Context) {
 	}
 	st.stallWatched = m
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	wait := max(st.sendStartedAt.Add(HoldBudget).Sub(a.deps.Clock.Now()), 0)
+	wait := max(st.sched.SlowAt().Sub(a.deps.Clock.Now()), 0)
 	time.AfterFunc(wait, func() { root.Send(self, &stallCheck{m}) })
 }
 
@@ -265,8 +265,7 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
 	st.sending = m
-	st.sendStartedAt = a.deps.Clock.Now()
-	st.sched.SendStarted(st.sendStartedAt)
+	st.sched.SendStarted(a.deps.Clock.Now())
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	a.watchForStall(ctx)
 	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
