@@ -18,6 +18,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/wadispatch/wadispatch/actors"
+	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
 )
 
@@ -91,11 +92,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Root == nil || opts.Router == nil {
 		return nil, errors.New("admin: Options.Root and Options.Router are required")
 	}
-	host, _, err := net.SplitHostPort(opts.Addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		return nil, fmt.Errorf("%w: must be host:port like 127.0.0.1:8081 (got %q)", ErrInvalidAddr, opts.Addr)
 	}
-	if opts.Token == "" && !isLoopback(host) {
+	if opts.Token == "" && !config.IsLoopbackAddr(opts.Addr) {
 		return nil, fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
 			ErrTokenRequired, opts.Addr)
 	}
@@ -123,16 +123,6 @@ func New(opts Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
-}
-
-// isLoopback reports whether host (of a host:port) is loopback; an empty
-// host listens on every interface, so it is not.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Handler is the server's routes with authentication, for tests and for

@@ -247,9 +247,10 @@ func checkAdminAddr(raw string) error {
 	return nil
 }
 
-// isLoopback reports whether the host of a host:port admin address is
-// loopback. An empty host listens on every interface, so it is not.
-func isLoopback(addr string) bool {
+// IsLoopbackAddr reports whether the host of a host:port address is
+// loopback (127.0.0.0/8, ::1, localhost). An empty host listens on every
+// interface, so it is not. The admin API needs a token unless it is.
+func IsLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
