@@ -354,6 +354,16 @@ func PasswordFromURL(raw string) string {
 	return p
 }
 
+// RedactURL is raw with its password replaced, for a message that names a
+// broker; a URL net/url rejects is not quoted at all.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
 // URLPasswords returns every form in which the password of raw can show up
 // in text: as written in the URL (percent-encoded) and decoded. Register all
 // of them: an error that quotes the URL carries the first form, one that

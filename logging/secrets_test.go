@@ -240,3 +240,16 @@ func TestURLPasswords(t *testing.T) {
 		assert.False(t, strings.Contains(got, "p%40ss") || strings.Contains(got, "p@ss/w#rd"), got)
 	})
 }
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"ReplacesThePassword", "amqp://user:s3cr3t@broker:5672/vhost", "amqp://user:xxxxx@broker:5672/vhost"},
+		{"LeavesAURLWithoutOne", "amqp://broker:5672/", "amqp://broker:5672/"},
+		{"NeverQuotesAnUnparsableURL", "amqp://user:p%zz@broker", "(unparsable URL)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, RedactURL(tt.in))
+		})
+	}
+}

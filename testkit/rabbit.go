@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/broker"
+	"github.com/wadispatch/wadispatch/logging"
 )
 
 // DefaultAMQPURL is the local broker `go tool task rabbitmq` starts.
@@ -67,7 +67,7 @@ func Channel(tb testing.TB) *amqp.Channel {
 func ChannelTo(tb testing.TB, url string) *amqp.Channel {
 	tb.Helper()
 	conn, err := amqp.Dial(url)
-	require.NoError(tb, err, "connect to RabbitMQ at %s (run: go tool task rabbitmq)", redactedURL(url))
+	require.NoError(tb, err, "connect to RabbitMQ at %s (run: go tool task rabbitmq)", logging.RedactURL(url))
 	tb.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	require.NoError(tb, err)
@@ -117,13 +117,4 @@ func Depth(tb testing.TB, ch *amqp.Channel, queue string) int {
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	require.NoError(tb, err)
 	return q.Messages
-}
-
-// redactedURL is url with its password replaced, for messages.
-func redactedURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable AMQP URL)"
-	}
-	return u.Redacted()
 }

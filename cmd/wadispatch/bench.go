@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,16 +54,11 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fake, err := testkit.NewFakeMeta("127.0.0.1:0")
+	fake, dir, cleanup, err := startLocalMeta("wadispatch-bench-")
 	if err != nil {
 		return err
 	}
-	defer fake.Close()
-	dir, err := os.MkdirTemp("", "wadispatch-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
 	names := []string{"loud"}
 	for i := range *quiet {
 		names = append(names, fmt.Sprintf("quiet%02d", i))

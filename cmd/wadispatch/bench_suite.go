@@ -22,6 +22,7 @@ import (
 
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/logging"
 	"github.com/wadispatch/wadispatch/testkit"
 )
 
@@ -218,18 +219,15 @@ func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), er
 	if o.sections["throughput"] || o.sections["fairness"] || o.sections["deferral"] {
 		conn, err := amqp.Dial(env.amqpURL)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to RabbitMQ at %s (start it with: go tool task rabbitmq): %w", env.amqpURL, err)
+			return nil, nil, fmt.Errorf("connect to RabbitMQ at %s (start it with: go tool task rabbitmq): %w", logging.RedactURL(env.amqpURL), err)
 		}
 		_ = conn.Close()
 		if u, err := amqp.ParseURI(env.amqpURL); err == nil && (u.Host == "127.0.0.1" || u.Host == "localhost") {
 			env.brokerPID = listenerPID(u.Port)
 		}
 	}
-	if env.fake, err = testkit.NewFakeMeta("127.0.0.1:0"); err != nil {
-		return nil, nil, err
-	}
-	if env.dir, err = os.MkdirTemp("", "wadispatch-bench-"); err != nil {
-		_ = env.fake.Close()
+	var cleanup func()
+	if env.fake, env.dir, cleanup, err = startLocalMeta("wadispatch-bench-"); err != nil {
 		return nil, nil, err
 	}
 	env.tenants = make([]localTenant, 1000)
@@ -238,7 +236,7 @@ func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), er
 		env.tenants[i] = localTenant{ID: id, Phone: fmt.Sprintf("2000000000%05d", i), Token: "bench-token-" + id}
 		env.fake.AddTenant(env.tenants[i].Phone, env.tenants[i].Token)
 	}
-	return env, func() { _ = env.fake.Close(); _ = os.RemoveAll(env.dir) }, nil
+	return env, cleanup, nil
 }
 
 func runSuite(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

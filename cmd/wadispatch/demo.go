@@ -62,16 +62,11 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	fake, err := testkit.NewFakeMeta("127.0.0.1:0")
+	fake, dir, cleanup, err := startLocalMeta("wadispatch-demo-")
 	if err != nil {
 		return err
 	}
-	defer fake.Close()
-	dir, err := os.MkdirTemp("", "wadispatch-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+	defer cleanup()
 	tenants := make([]localTenant, len(demoTenants))
 	for i, t := range demoTenants {
 		tenants[i] = localTenant{ID: t.id, Phone: t.phone, Token: "demo-token-" + t.id + "-0123456789", Extra: t.rate}

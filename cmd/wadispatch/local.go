@@ -12,6 +12,22 @@ import (
 	"github.com/wadispatch/wadispatch/testkit"
 )
 
+// startLocalMeta starts a fake Graph API on a free loopback port and makes
+// a temporary directory for a local run's tenants file; cleanup stops the
+// one and removes the other.
+func startLocalMeta(prefix string) (fake *testkit.FakeMeta, dir string, cleanup func(), err error) {
+	fake, err = testkit.NewFakeMeta("127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		_ = fake.Close()
+		return nil, "", nil, err
+	}
+	return fake, dir, func() { _ = fake.Close(); _ = os.RemoveAll(dir) }, nil
+}
+
 // dialChannel opens a connection to url and a channel on it, for the demo,
 // the benchmarks and the tests that talk to the broker beside the worker.
 // Closing the connection closes the channel.
