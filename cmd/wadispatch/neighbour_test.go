@@ -122,7 +122,11 @@ func TestFailingTenantOpensItsBreakerAndRecovers(t *testing.T) {
 	opened := h.events("circuit_breaker_opened")
 	require.NotEmpty(t, opened)
 	assert.EqualValues(t, 5, opened[0]["failureCount"])
-	time.Sleep(4 * time.Second) // at least one more open period, with its trial
+	// Wait for one more open period to end with its trial call, then
+	// check that nothing reached Meta for A inside any open period.
+	seen := countCalls(h.fake.Calls(), a.Phone)
+	require.Eventually(t, func() bool { return countCalls(h.fake.Calls(), a.Phone) > max(seen, 5) },
+		10*time.Second, 20*time.Millisecond, "a half-open trial call after the open time")
 	assertSilentWhileOpen(t, h.fake.Calls(), a.Phone)
 
 	h.fake.Behave(a.Phone, testkit.Behaviour{}) // A's API recovers
