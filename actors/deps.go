@@ -10,18 +10,19 @@ import (
 
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
 // Broker is what the actors need of the broker: building the messages that
 // replace a delivery and settling it (publish them confirmed, then ack).
-// *broker.Broker implements it.
+// *broker.Broker implements it; testkit.FakeBroker fakes it.
 type Broker interface {
-	Settle(ctx context.Context, d *broker.Delivery, msgs ...broker.Message) error
+	Settle(ctx context.Context, d messages.Delivery, msgs ...broker.Message) error
 	ResultMessage(status string, body []byte) broker.Message
-	DeferMessage(d *broker.Delivery, wait time.Duration, headers map[string]any) broker.Message
-	RequeueMessage(d *broker.Delivery, headers map[string]any) broker.Message
-	DeadLetterMessage(d *broker.Delivery, headers map[string]any) broker.Message
+	DeferMessage(d messages.Delivery, wait time.Duration, headers map[string]any) broker.Message
+	RequeueMessage(d messages.Delivery, headers map[string]any) broker.Message
+	DeadLetterMessage(d messages.Delivery, headers map[string]any) broker.Message
 }
 
 var _ Broker = (*broker.Broker)(nil)
@@ -33,7 +34,6 @@ type Config struct {
 	Tokens map[string]whatsapp.TokenSource
 	Sender whatsapp.Sender
 	Broker Broker
-	Clock  Clock
 	Logger *slog.Logger
 	// Context bounds sends and settlements; cancelling it abandons them
 	// (their deliveries return to the queue).
@@ -85,9 +85,6 @@ func (nopObserver) SendLatency(string, time.Duration) {}
 func (nopObserver) TenantRestarted(string)            {}
 
 func (c *Config) withDefaults() {
-	if c.Clock == nil {
-		c.Clock = SystemClock{}
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
@@ -37,7 +37,7 @@ func TestIdleTenantIsPassivatedAndComesBackWithItsState(t *testing.T) {
 	root := system.Root
 	router, err := root.SpawnNamed(NewRouterProps(Config{Tenants: []config.Tenant{tenant},
 		Tokens: map[string]whatsapp.TokenSource{"idle": benchToken("t")}, Sender: sender,
-		Broker: &benchBroker{settled: settled}, PassivateAfter: 20 * time.Millisecond}), "router")
+		Broker: benchBroker(settled), PassivateAfter: 20 * time.Millisecond}), "router")
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = root.PoisonFuture(router).Wait()
@@ -46,7 +46,7 @@ func TestIdleTenantIsPassivatedAndComesBackWithItsState(t *testing.T) {
 	deliver := func(internalID string) {
 		body := fmt.Appendf(nil, `{"metadata":{"tenantId":"idle","internalId":%q},`+
 			`"wabaPayload":{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"hi"}}}`, internalID)
-		root.Send(router, &messages.Deliver{Delivery: broker.NewDelivery(body, nil)})
+		root.Send(router, testkit.NewFakeDelivery(body, nil))
 		select {
 		case <-settled:
 		case <-time.After(5 * time.Second):

@@ -79,7 +79,7 @@ func (r *router) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.deps.Logger.Debug("router_started", slog.Int("tenants", len(r.ids)))
 	case *messages.Deliver:
-		r.deliver(ctx, msg.Delivery)
+		r.deliver(ctx, msg)
 	case *messages.ListTenants:
 		r.listTenants(ctx)
 	case *messages.GetTenant:
@@ -157,23 +157,23 @@ func (r *router) sendToTenant(ctx actor.Context, e *tenantEntry, msg any, sender
 
 // deliver decodes and validates one delivery and forwards it to its tenant,
 // or dead-letters it with the reason.
-func (r *router) deliver(ctx actor.Context, d *broker.Delivery) {
-	job, err := messages.DecodeJob(d.Body)
+func (r *router) deliver(ctx actor.Context, msg *messages.Deliver) {
+	job, err := messages.DecodeJob(msg.Body)
 	if err != nil {
 		var inv *messages.InvalidJobError
 		if !errors.As(err, &inv) {
 			inv = &messages.InvalidJobError{Reason: messages.ReasonInvalidJob, Detail: err.Error()}
 		}
-		r.reject(d, inv.Reason, inv.Detail, inv.Identity)
+		r.reject(msg, inv.Reason, inv.Detail, inv.Identity)
 		return
 	}
 	e, ok := r.tenants[job.TenantID]
 	if !ok {
-		r.reject(d, messages.ReasonUnknownTenant, fmt.Sprintf("tenant %q is not configured", job.TenantID),
+		r.reject(msg, messages.ReasonUnknownTenant, fmt.Sprintf("tenant %q is not configured", job.TenantID),
 			&messages.Identity{TenantID: job.TenantID, InternalID: job.InternalID, Metadata: job.Metadata})
 		return
 	}
-	r.sendToTenant(ctx, e, &messages.Dispatch{Job: job, Delivery: d, State: messages.ReadJobState(d.Headers)}, nil)
+	r.sendToTenant(ctx, e, &messages.Dispatch{Job: job, Delivery: msg.Delivery, State: messages.ReadJobState(msg.Headers)}, nil)
 }
 
 // spawn returns the tenant's actor, spawning it on first use. Only
@@ -190,7 +190,7 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 		if tokens == nil {
 			tokens = missingToken(e.cfg.ID)
 		}
-		e.state = newTenantState(&e.cfg, tokens, r.epoch, r.deps.Clock.Now(), r.deps.MaxHeld, r.deps.MaxHeldFast)
+		e.state = newTenantState(&e.cfg, tokens, r.epoch, time.Now(), r.deps.MaxHeld, r.deps.MaxHeldFast)
 	}
 	pid, err := ctx.SpawnNamed(newTenantProps(e.state, r.deps), "tenant-"+e.cfg.ID)
 	if err != nil {
@@ -204,14 +204,15 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 
 // reject dead-letters a delivery that is not a job the worker can handle,
 // publishing a dead_lettered result when its identity is readable.
-func (r *router) reject(d *broker.Delivery, reason, detail string, id *messages.Identity) {
-	attrs := []slog.Attr{slog.String("reason", reason), slog.String("detail", detail), slog.Int("bytes", len(d.Body))}
+func (r *router) reject(msg *messages.Deliver, reason, detail string, id *messages.Identity) {
+	d := msg.Delivery
+	attrs := []slog.Attr{slog.String("reason", reason), slog.String("detail", detail), slog.Int("bytes", len(msg.Body))}
 	if id != nil {
 		attrs = append(attrs, slog.String("tenantId", id.TenantID), slog.String("internalId", id.InternalID))
 	}
 	r.deps.Logger.LogAttrs(r.deps.Context, slog.LevelWarn, "message_dead_lettered", attrs...)
 	b := r.deps.Broker
-	state := messages.ReadJobState(d.Headers)
+	state := messages.ReadJobState(msg.Headers)
 	headers := map[string]any{messages.HeaderDLQReason: reason, messages.HeaderDLQDetail: detail}
 	msgs := []broker.Message{b.DeadLetterMessage(d, headers)}
 	if id != nil {
@@ -219,7 +220,7 @@ func (r *router) reject(d *broker.Delivery, reason, detail string, id *messages.
 			e.state.deadLettered++
 		}
 		r.deps.Observer.JobOutcome(observedTenant(r.tenants, id.TenantID), messages.StatusDeadLettered)
-		now := r.deps.Clock.Now()
+		now := time.Now()
 		res := messages.Result{
 			TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata,
 			Status: messages.StatusDeadLettered, Reason: reason, Attempts: state.Attempts,
@@ -260,7 +261,7 @@ func (r *router) listTenants(ctx actor.Context) {
 		return
 	}
 	root := ctx.ActorSystem().Root
-	now := r.deps.Clock.Now()
+	now := time.Now()
 	type ask struct {
 		id     string
 		future *actor.Future

@@ -12,31 +12,16 @@ import (
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// benchBroker settles at once and reports every settlement.
-type benchBroker struct{ settled chan struct{} }
-
-var _ Broker = (*benchBroker)(nil)
-
-func (b *benchBroker) Settle(context.Context, *broker.Delivery, ...broker.Message) error {
-	b.settled <- struct{}{}
-	return nil
-}
-
-func (b *benchBroker) ResultMessage(string, []byte) broker.Message { return broker.Message{} }
-
-func (b *benchBroker) DeferMessage(*broker.Delivery, time.Duration, map[string]any) broker.Message {
-	return broker.Message{}
-}
-
-func (b *benchBroker) RequeueMessage(*broker.Delivery, map[string]any) broker.Message {
-	return broker.Message{}
-}
-
-func (b *benchBroker) DeadLetterMessage(*broker.Delivery, map[string]any) broker.Message {
-	return broker.Message{}
+// benchBroker settles at once and reports every settlement on settled.
+func benchBroker(settled chan struct{}) *testkit.FakeBroker {
+	return &testkit.FakeBroker{Forget: true, SettleFn: func(context.Context, messages.Delivery, ...broker.Message) error {
+		settled <- struct{}{}
+		return nil
+	}}
 }
 
 // benchSender is a Meta that accepts every message at once.
@@ -72,7 +57,7 @@ func benchRouter(b *testing.B, n int) (*actor.RootContext, *actor.PID, chan stru
 	// A dedupe memory smaller than the cycle of internal ids below, so no
 	// job is suppressed as a duplicate.
 	pid, err := system.Root.SpawnNamed(NewRouterProps(Config{Tenants: tenants, Tokens: tokens, Sender: benchSender{},
-		Broker: &benchBroker{settled: settled}, DedupeSize: 16}), "router")
+		Broker: benchBroker(settled), DedupeSize: 16}), "router")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -110,7 +95,7 @@ func BenchmarkRouterDispatch(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			root.Send(router, &messages.Deliver{Delivery: broker.NewDelivery(bodies[i%len(bodies)], nil)})
+			root.Send(router, testkit.NewFakeDelivery(bodies[i%len(bodies)], nil))
 			<-settled
 			i++
 		}
@@ -129,7 +114,7 @@ func BenchmarkRouterDispatch(b *testing.B) {
 				<-settled
 				inFlight--
 			}
-			root.Send(router, &messages.Deliver{Delivery: broker.NewDelivery(bodies[i%len(bodies)], nil)})
+			root.Send(router, testkit.NewFakeDelivery(bodies[i%len(bodies)], nil))
 			inFlight++
 		}
 		for ; inFlight > 0; inFlight-- {

@@ -64,7 +64,7 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 	case *messages.GetTenant:
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
-		now := a.deps.Clock.Now()
+		now := time.Now()
 		if tr := a.st.sched.Breaker().Reset(now); tr.Changed() {
 			a.logTransition(tr, now)
 		}
@@ -83,14 +83,14 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 }
 
 func (a *tenantActor) info() *messages.TenantInfo {
-	info := a.st.info(a.deps.Clock.Now(), true)
+	info := a.st.info(time.Now(), true)
 	return &info
 }
 
 // dispatch decides what to do with a job that just arrived.
 func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	if !m.State.NotBefore.IsZero() && st.deferred > 0 {
 		st.deferred--
 	}
@@ -132,7 +132,7 @@ type wake struct{}
 func (a *tenantActor) pump(ctx actor.Context) {
 	st := a.st
 	for st.sending == nil && len(st.waiting) > 0 {
-		now := a.deps.Clock.Now()
+		now := time.Now()
 		if due := st.waiting[0].due; due.After(now) {
 			a.wakeUpAt(ctx, due)
 			return
@@ -182,7 +182,7 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 		return
 	}
 	st.idleArmed = false
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	if quiet := now.Sub(st.lastActive); quiet < a.deps.PassivateAfter {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter-quiet)
 		return
@@ -199,7 +199,7 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 
 // touch records activity and makes sure an idle check is armed.
 func (a *tenantActor) touch(ctx actor.Context) {
-	a.st.lastActive = a.deps.Clock.Now()
+	a.st.lastActive = time.Now()
 	if a.deps.PassivateAfter > 0 && !a.st.idleArmed {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter)
 	}
@@ -220,7 +220,7 @@ func (a *tenantActor) watchForStall(ctx actor.Context) {
 	}
 	st.stallWatched = m
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	wait := max(st.sched.SlowAt().Sub(a.deps.Clock.Now()), 0)
+	wait := max(st.sched.SlowAt().Sub(time.Now()), 0)
 	time.AfterFunc(wait, func() { root.Send(self, &stallCheck{m}) })
 }
 
@@ -233,7 +233,7 @@ func (a *tenantActor) releaseIfStalled(c *stallCheck) {
 	if st.sending != c.m {
 		return
 	}
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	excess := min(st.held()-st.sched.HoldCap(now), len(st.waiting))
 	if excess <= 0 {
 		return
@@ -251,7 +251,7 @@ func (a *tenantActor) releaseIfStalled(c *stallCheck) {
 // unless one is already due by then.
 func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 	st := a.st
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	if !st.wakeAt.IsZero() && !st.wakeAt.After(t) && st.wakeAt.After(now) {
 		return
 	}
@@ -265,7 +265,7 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
 	st.sending = m
-	st.sched.SendStarted(a.deps.Clock.Now())
+	st.sched.SendStarted(time.Now())
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	a.watchForStall(ctx)
 	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
@@ -311,7 +311,7 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	}
 	defer a.pump(ctx)
 	m := r.Dispatch
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	m.State.Attempts += r.Calls
 	st.sched.ObserveLatency(r.Duration)
 	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
@@ -414,7 +414,7 @@ func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, r
 
 // complete publishes a terminal result for a job and acks it.
 func (a *tenantActor) complete(m *messages.Dispatch, res messages.Result) {
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	if res.Status == messages.StatusSent {
 		a.st.sent++
 	}
@@ -433,7 +433,7 @@ func (a *tenantActor) resultMessage(m *messages.Dispatch, res messages.Result, n
 
 // fail reports a permanent error: a failed result, and the job to the DLQ.
 func (a *tenantActor) fail(m *messages.Dispatch, err error) {
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	a.st.failed++
 	res := messages.Result{Status: messages.StatusFailed, Attempts: m.State.Attempts}
 	var apiErr *whatsapp.APIError
@@ -455,7 +455,7 @@ func (a *tenantActor) fail(m *messages.Dispatch, err error) {
 
 // deadLetter sends the job to the DLQ with a dead_lettered result.
 func (a *tenantActor) deadLetter(m *messages.Dispatch, reason, detail string, err error) {
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	a.st.deadLettered++
 	a.log.Warn("message_dead_lettered",
 		slog.String("internalId", m.Job.InternalID),
@@ -505,7 +505,7 @@ func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 // to the DLQ as poison after MaxCrashes, and is dropped from the state.
 func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
 	st := a.st
-	now := a.deps.Clock.Now()
+	now := time.Now()
 	st.restarts++
 	a.deps.Observer.TenantRestarted(st.cfg.ID)
 	st.restartTimes = append(st.restartTimes, now)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/wadispatch/wadispatch/messages"
 )
 
 // Options configure a Broker.
@@ -353,7 +355,8 @@ func (b *Broker) Publish(ctx context.Context, m Message) error {
 // the broker hands d out again. A settled delivery is remembered: if its
 // ack is lost with the channel and the broker hands it out again, Run acks
 // it instead of handing it out a second time.
-func (b *Broker) Settle(ctx context.Context, d *Delivery, msgs ...Message) error {
+func (b *Broker) Settle(ctx context.Context, md messages.Delivery, msgs ...Message) error {
+	d := own(md)
 	if d.Stale() {
 		// d is back in the queue and will be handled again, publishing
 		// what replaces it then; publishing it now too would make two.

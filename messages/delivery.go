@@ -1,21 +1,30 @@
 package messages
 
-import (
-	"time"
+import "time"
 
-	"github.com/wadispatch/wadispatch/broker"
-)
+// Delivery is one message taken from the job queue, as the actors see it:
+// a handle they keep while the job is theirs and give back to be settled.
+// The broker implements it; nothing here knows about AMQP.
+type Delivery interface {
+	// Stale reports whether the channel that delivered it has closed: the
+	// broker has put it back in the queue and will hand it out again.
+	Stale() bool
+	// Requeue gives it back to the queue unsettled.
+	Requeue() error
+}
 
 // Deliver hands one delivery from the job queue to the router.
 type Deliver struct {
-	Delivery *broker.Delivery
+	Body     []byte
+	Headers  map[string]any
+	Delivery Delivery
 }
 
 // Dispatch is a decoded job the router hands to its tenant's actor, with the
 // delivery that must be settled and the state its headers carried.
 type Dispatch struct {
 	Job      Job
-	Delivery *broker.Delivery
+	Delivery Delivery
 	State    JobState
 }
 

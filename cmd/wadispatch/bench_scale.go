@@ -24,6 +24,7 @@ import (
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/logging"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
@@ -145,7 +146,11 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		tokens[id] = tok
 	}
 	logger := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo, Version: version, Secrets: secrets})
-	stub := &scaleBroker{settled: make(chan struct{}, 1024)}
+	settled := make(chan struct{}, 1024)
+	stub := &testkit.FakeBroker{Forget: true, SettleFn: func(context.Context, messages.Delivery, ...broker.Message) error {
+		settled <- struct{}{}
+		return nil
+	}}
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return logger.With(slog.String("component", "protoactor"))
 	}))
@@ -166,16 +171,16 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 	inFlight := 0
 	for i, t := range tenants {
 		if inFlight == window {
-			<-stub.settled
+			<-settled
 			inFlight--
 		}
 		body := benchJobBody(t.ID, i, time.Now())
-		system.Root.Send(router, &messages.Deliver{Delivery: broker.NewDelivery(body, nil)})
+		system.Root.Send(router, testkit.NewFakeDelivery(body, nil))
 		inFlight++
 	}
 	for ; inFlight > 0; inFlight-- {
 		select {
-		case <-stub.settled:
+		case <-settled:
 		case <-ctx.Done():
 			return scaleReport{}, ctx.Err()
 		}
@@ -259,32 +264,6 @@ func scaleRSS() uint64 {
 	}
 	pages, _ := strconv.ParseUint(f[1], 10, 64)
 	return pages * uint64(os.Getpagesize())
-}
-
-// scaleBroker settles at once and reports each settlement.
-type scaleBroker struct{ settled chan struct{} }
-
-var _ actors.Broker = (*scaleBroker)(nil)
-
-func (b *scaleBroker) Settle(context.Context, *broker.Delivery, ...broker.Message) error {
-	b.settled <- struct{}{}
-	return nil
-}
-
-func (b *scaleBroker) ResultMessage(status string, body []byte) broker.Message {
-	return broker.Message{Key: status}
-}
-
-func (b *scaleBroker) DeferMessage(*broker.Delivery, time.Duration, map[string]any) broker.Message {
-	return broker.Message{}
-}
-
-func (b *scaleBroker) RequeueMessage(*broker.Delivery, map[string]any) broker.Message {
-	return broker.Message{}
-}
-
-func (b *scaleBroker) DeadLetterMessage(*broker.Delivery, map[string]any) broker.Message {
-	return broker.Message{}
 }
 
 // scaleSender is a Meta that accepts every message at once.

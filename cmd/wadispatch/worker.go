@@ -25,7 +25,6 @@ import (
 type workerOptions struct {
 	Logs    io.Writer       // log output (default stdout)
 	Sender  whatsapp.Sender // replaces the Graph API client
-	Clock   actors.Clock
 	Getenv  func(string) string
 	Secrets *logging.Secrets
 }
@@ -106,7 +105,6 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 		Tokens:   tokens,
 		Sender:   sender,
 		Broker:   b,
-		Clock:    opts.Clock,
 		Logger:   logger,
 		Context:  work,
 		Observer: m,
@@ -195,7 +193,7 @@ loop:
 	for {
 		select {
 		case d := <-deliveries:
-			root.Send(w.router, &messages.Deliver{Delivery: d})
+			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d})
 		case <-sample.C:
 			w.metrics.SetReady(w.broker.Ready())
 			w.metrics.SetPrefetch(w.broker.Prefetch())
