@@ -12,14 +12,14 @@ const ProbeInterval = time.Second
 // BreakerState is the state of a circuit breaker.
 type BreakerState int
 
-// The breaker states, in the seed's names.
+// The breaker states, by the names the admin API and logs use.
 const (
 	BreakerClosed BreakerState = iota
 	BreakerOpen
 	BreakerHalfOpen
 )
 
-// String returns the seed's name: CLOSED, OPEN or HALF_OPEN.
+// String returns the state's name: CLOSED, OPEN or HALF_OPEN.
 func (s BreakerState) String() string {
 	switch s {
 	case BreakerClosed:
@@ -54,7 +54,7 @@ type BreakerStats struct {
 	OpenUntil           time.Time // set only while OPEN
 }
 
-// Breaker is the seed's circuit breaker: it opens after threshold
+// Breaker is a tenant's circuit breaker: it opens after threshold
 // consecutive failures, turns half-open once openFor has passed, lets one
 // trial call through, and closes on its success or reopens (timer restarted)
 // on its failure. It is not safe for concurrent use.

@@ -11,7 +11,7 @@ import (
 
 const stateOpenFor = 60 * time.Second
 
-// openedBreaker returns a seed breaker (5 failures, 60s) opened at stateT0.
+// openedBreaker returns a default breaker (5 failures, 60s) opened at stateT0.
 func openedBreaker(tb testing.TB) *Breaker {
 	tb.Helper()
 	b := NewBreaker(5, stateOpenFor)

@@ -36,7 +36,8 @@ type Config struct {
 	Broker Broker
 	Logger *slog.Logger
 	// Context bounds sends and settlements; cancelling it abandons them
-	// (their deliveries return to the queue).
+	// (their deliveries return to the queue). Stopping the router waits
+	// for them, so cancel it first for a prompt stop.
 	Context context.Context
 	// MaxHeld is how many deliveries a tenant may hold (default 2: one
 	// sending, one next).
@@ -52,8 +53,9 @@ type Config struct {
 	// Observer is told about outcomes for metrics; may be nil.
 	Observer Observer
 	// QuarantineAfter restarts within QuarantineWindow quarantine a tenant
-	// (defaults 5 and 10 s); the supervisor allows 10 restarts in 10 s, so
-	// a crash-looping tenant is quarantined before it could be stopped.
+	// (defaults 5 and 10 s): its jobs are deferred, not sent, until an
+	// operator resumes it. Supervision itself never gives up on a tenant
+	// (stopping its actor would strand the jobs in its mailbox).
 	QuarantineAfter  int
 	QuarantineWindow time.Duration
 	// PassivateAfter stops a tenant's actor after this long without a

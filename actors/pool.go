@@ -1,40 +1,61 @@
 package actors
 
-import "context"
+import "sync"
 
 // pool runs the actors' blocking work — Meta calls and settlements — on
 // long-lived goroutines. A fresh goroutine per task starts with a small
 // stack and grows it again inside net/http and amqp for every task (about a
 // tenth of the worker's CPU in the throughput benchmark); a pooled one has
 // grown it already. When no pooled goroutine is idle the task gets a
-// goroutine of its own, so a task never waits for a free one.
-type pool struct{ tasks chan func() }
+// goroutine of its own, so a task never waits for a free one. Close ends
+// them all.
+type pool struct {
+	tasks chan func()
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup // every goroutine: pooled and overflow
+}
 
-// newPool starts size goroutines that live until ctx ends.
-func newPool(ctx context.Context, size int) *pool {
-	p := &pool{tasks: make(chan func())}
+// newPool starts size goroutines that live until Close.
+func newPool(size int) *pool {
+	p := &pool{tasks: make(chan func()), done: make(chan struct{})}
+	p.wg.Add(size)
 	for range size {
-		go p.work(ctx)
+		go p.work()
 	}
 	return p
 }
 
-func (p *pool) work(ctx context.Context) {
+func (p *pool) work() {
+	defer p.wg.Done()
 	for {
 		select {
 		case task := <-p.tasks:
 			task()
-		case <-ctx.Done():
+		case <-p.done:
 			return
 		}
 	}
 }
 
-// Go runs task on an idle pooled goroutine, or on a new one.
+// Go runs task on an idle pooled goroutine, or on a new one. After Close
+// it still runs (on a new goroutine): a settlement must not be dropped.
 func (p *pool) Go(task func()) {
 	select {
 	case p.tasks <- task:
 	default:
-		go task()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			task()
+		}()
 	}
+}
+
+// Close ends the pooled goroutines once they are idle and waits for every
+// task to finish. Tasks are bounded by the context they were given, so
+// cancelling it first makes Close prompt.
+func (p *pool) Close() {
+	p.once.Do(func() { close(p.done) })
+	p.wg.Wait()
 }

@@ -1,51 +1,68 @@
 package actors
 
 import (
-	"context"
-	"sync"
+	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestPool(t *testing.T) {
 	t.Run("RunsEveryTaskEvenWhenAllWorkersAreBusy", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		p := newPool(ctx, 2)
-		release := make(chan struct{})
-		var wg sync.WaitGroup
-		ran := make(chan int, 10)
-		for i := range 10 {
-			wg.Add(1)
-			p.Go(func() {
-				defer wg.Done()
-				ran <- i
-				<-release // every task blocks: the pool's two cannot take them all
-			})
-		}
-		for range 10 {
-			select {
-			case <-ran:
-			case <-time.After(5 * time.Second):
-				require.FailNow(t, "a task waited for a free worker instead of running")
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(2)
+			release := make(chan struct{})
+			var ran atomic.Int32
+			for range 10 {
+				p.Go(func() {
+					ran.Add(1)
+					<-release // every task blocks: the pool's two cannot take them all
+				})
 			}
-		}
-		close(release)
-		wg.Wait()
+			synctest.Wait()
+			assert.EqualValues(t, 10, ran.Load(), "no task waits for a free worker")
+			close(release)
+			p.Close()
+		})
 	})
-	t.Run("StillRunsTasksAfterItsContextEnds", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		p := newPool(ctx, 1)
-		cancel()
-		done := make(chan struct{})
-		p.Go(func() { close(done) })
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			assert.Fail(t, "a task handed to a stopped pool never ran")
-		}
+	t.Run("CloseWaitsForRunningTasksAndEndsEveryGoroutine", func(t *testing.T) {
+		// synctest fails the test if a goroutine of the bubble outlives it.
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(3)
+			release := make(chan struct{})
+			var finished atomic.Int32
+			for range 5 {
+				p.Go(func() {
+					<-release
+					finished.Add(1)
+				})
+			}
+			closed := make(chan struct{})
+			go func() {
+				p.Close()
+				close(closed)
+			}()
+			synctest.Wait()
+			select {
+			case <-closed:
+				t.Fatal("Close returned while tasks were still running")
+			default:
+			}
+			close(release)
+			<-closed
+			assert.EqualValues(t, 5, finished.Load())
+		})
+	})
+	t.Run("StillRunsTasksAfterClose", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(1)
+			p.Close()
+			var ran atomic.Bool
+			p.Go(func() { ran.Store(true) })
+			synctest.Wait()
+			assert.True(t, ran.Load(), "a settlement handed to a closed pool still runs")
+			p.Close()
+		})
 	})
 }

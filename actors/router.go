@@ -16,24 +16,18 @@ import (
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// Supervision limits: one-for-one, at most maxRestarts within restartWindow.
-const (
-	maxRestarts   = 10
-	restartWindow = 10 * time.Second
-)
-
 // AskTimeout bounds how long the router waits for a tenant to answer an
 // admin question.
 const AskTimeout = 2 * time.Second
 
 // tenantEntry is the router's record of one configured tenant.
 type tenantEntry struct {
-	cfg      config.Tenant
-	state    *TenantState // created on first use, kept for the process's life
-	pid      *actor.PID
-	restarts int
-	// dispatched counts the Dispatch messages sent to the tenant's actors,
-	// to tell whether a passivation request raced a job (see passivate).
+	cfg   config.Tenant
+	state *TenantState // created on first use, kept for the process's life
+	pid   *actor.PID
+	// dispatched counts the messages that change the tenant's state sent
+	// to its actors (see counted), to tell whether a passivation request
+	// raced one (see passivate).
 	dispatched int64
 	// stopping is the passivated actor until its Terminated arrives;
 	// messages for the tenant wait in pending meanwhile.
@@ -48,36 +42,56 @@ type pendingMsg struct {
 	sender *actor.PID
 }
 
-// router is the one router actor of a process.
-type router struct {
+// routerState is what outlives an incarnation of the router: the
+// configuration, every tenant's entry (and so its state), and the pool that
+// runs sends and settlements. One per router, created by NewRouterProps.
+type routerState struct {
 	deps    *Config
 	epoch   string
 	tenants map[string]*tenantEntry
-	byPID   map[string]*tenantEntry
-	ids     []string
+	ids     []string // sorted
+}
+
+// router is one incarnation of the router actor. Supervision makes a new
+// one on every restart, on the same routerState; what belongs to an
+// incarnation alone (its children, by PID) starts empty.
+type router struct {
+	*routerState
+	byPID map[string]*tenantEntry
 }
 
 // NewRouterProps returns the props of the router actor. The router
-// supervises its tenant actors one-for-one: a panic restarts only that
-// tenant's actor, keeping its state.
+// supervises its tenant actors one-for-one and without a limit: a panic
+// restarts only that tenant's actor, on the same state, however often. A
+// tenant that keeps crashing quarantines itself (Config.QuarantineAfter):
+// its jobs are deferred, not sent, until an operator resumes it, so nothing
+// is lost to a supervisor giving up. The router's own panics are recovered
+// per message (see Receive), so one bad delivery cannot restart it and stop
+// every tenant with it.
 func NewRouterProps(cfg Config) *actor.Props {
 	deps := &cfg
 	deps.withDefaults()
-	deps.pool = newPool(deps.Context, max(16, 2*deps.MaxHeldFast))
-	r := &router{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, byPID: map[string]*tenantEntry{}}
+	deps.pool = newPool(max(16, 2*deps.MaxHeldFast))
+	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}}
 	for _, t := range cfg.Tenants {
-		r.tenants[t.ID] = &tenantEntry{cfg: t}
-		r.ids = append(r.ids, t.ID)
+		st.tenants[t.ID] = &tenantEntry{cfg: t}
+		st.ids = append(st.ids, t.ID)
 	}
-	sort.Strings(r.ids)
-	supervisor := &tenantSupervisor{r: r, inner: actor.NewOneForOneStrategy(maxRestarts, restartWindow, actor.DefaultDecider)}
-	return actor.PropsFromProducer(func() actor.Actor { return r }, actor.WithSupervisor(supervisor))
+	sort.Strings(st.ids)
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &router{routerState: st, byPID: map[string]*tenantEntry{}}
+	}, actor.WithSupervisor(actor.NewRestartingStrategy()))
 }
 
 func (r *router) Receive(ctx actor.Context) {
+	defer r.recoverMessage(ctx)
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		r.deps.Logger.Debug("router_started", slog.Int("tenants", len(r.ids)))
+		r.started(ctx)
+	case *actor.Stopped:
+		// Nothing is sent or settled after the router: wait for what
+		// runs (bounded by Config.Context) and end the pool's goroutines.
+		r.deps.pool.Close()
 	case *messages.Deliver:
 		r.deliver(ctx, msg)
 	case *messages.ListTenants:
@@ -94,6 +108,43 @@ func (r *router) Receive(ctx actor.Context) {
 		r.passivate(ctx, msg)
 	case *actor.Terminated:
 		r.terminated(ctx, msg.Who)
+	}
+}
+
+// started makes a new incarnation consistent with the state it inherits:
+// its predecessor's children were stopped by the restart (their states
+// are kept), so every tenant starts a new actor on its next message.
+func (r *router) started(ctx actor.Context) {
+	for _, e := range r.tenants {
+		e.pid, e.stopping = nil, nil
+		if e.state != nil {
+			e.dispatched = e.state.received
+		}
+		pending := e.pending
+		e.pending = nil
+		for _, p := range pending {
+			r.sendToTenant(ctx, e, p.msg, p.sender)
+		}
+	}
+	r.deps.Logger.Debug("router_started", slog.Int("tenants", len(r.ids)))
+}
+
+// recoverMessage keeps a panic in the router from restarting it (which
+// would stop every tenant's actor): the delivery being handled is
+// dead-lettered as poison, an admin question is answered with an error.
+func (r *router) recoverMessage(ctx actor.Context) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	r.deps.Logger.Error("router_panic", slog.String("message", fmt.Sprintf("%T", ctx.Message())), slog.String("reason", fmt.Sprint(p)))
+	switch msg := ctx.Message().(type) {
+	case *messages.Deliver:
+		r.reject(ctx, msg, messages.ReasonPoison, fmt.Sprintf("the router panicked on it: %v", p), nil)
+	default:
+		if ctx.Sender() != nil {
+			ctx.Respond(fmt.Errorf("router panicked: %v", p))
+		}
 	}
 }
 
@@ -145,7 +196,7 @@ func (r *router) sendToTenant(ctx actor.Context, e *tenantEntry, msg any, sender
 		return
 	}
 	pid := r.spawn(ctx, e)
-	if _, ok := msg.(*messages.Dispatch); ok {
+	if counted(msg) {
 		e.dispatched++
 	}
 	if sender != nil {
@@ -164,12 +215,12 @@ func (r *router) deliver(ctx actor.Context, msg *messages.Deliver) {
 		if !errors.As(err, &inv) {
 			inv = &messages.InvalidJobError{Reason: messages.ReasonInvalidJob, Detail: err.Error()}
 		}
-		r.reject(msg, inv.Reason, inv.Detail, inv.Identity)
+		r.reject(ctx, msg, inv.Reason, inv.Detail, inv.Identity)
 		return
 	}
 	e, ok := r.tenants[job.TenantID]
 	if !ok {
-		r.reject(msg, messages.ReasonUnknownTenant, fmt.Sprintf("tenant %q is not configured", job.TenantID),
+		r.reject(ctx, msg, messages.ReasonUnknownTenant, fmt.Sprintf("tenant %q is not configured", job.TenantID),
 			&messages.Identity{TenantID: job.TenantID, InternalID: job.InternalID, Metadata: job.Metadata})
 		return
 	}
@@ -182,6 +233,19 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 	if e.pid != nil {
 		return e.pid
 	}
+	st := r.ensureState(e)
+	pid, err := ctx.SpawnNamed(newTenantProps(st, r.deps), "tenant-"+e.cfg.ID)
+	if err != nil {
+		// The name is taken only if an actor of this tenant still exists.
+		pid = ctx.Spawn(newTenantProps(st, r.deps))
+	}
+	e.pid = pid
+	r.byPID[pid.Id] = e
+	return pid
+}
+
+// ensureState returns the tenant's state, creating it on first use.
+func (r *router) ensureState(e *tenantEntry) *TenantState {
 	if e.state == nil {
 		var tokens whatsapp.TokenSource
 		if r.deps.Tokens != nil {
@@ -190,21 +254,14 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 		if tokens == nil {
 			tokens = missingToken(e.cfg.ID)
 		}
-		e.state = newTenantState(&e.cfg, tokens, r.epoch, time.Now(), r.deps.MaxHeld, r.deps.MaxHeldFast)
+		e.state = newTenantState(&e.cfg, tokens, r.epoch, time.Now(), r.deps)
 	}
-	pid, err := ctx.SpawnNamed(newTenantProps(e.state, r.deps), "tenant-"+e.cfg.ID)
-	if err != nil {
-		// The name is taken only if an actor of this tenant still exists.
-		pid = ctx.Spawn(newTenantProps(e.state, r.deps))
-	}
-	e.pid = pid
-	r.byPID[pid.Id] = e
-	return pid
+	return e.state
 }
 
 // reject dead-letters a delivery that is not a job the worker can handle,
 // publishing a dead_lettered result when its identity is readable.
-func (r *router) reject(msg *messages.Deliver, reason, detail string, id *messages.Identity) {
+func (r *router) reject(ctx actor.Context, msg *messages.Deliver, reason, detail string, id *messages.Identity) {
 	d := msg.Delivery
 	attrs := []slog.Attr{slog.String("reason", reason), slog.String("detail", detail), slog.Int("bytes", len(msg.Body))}
 	if id != nil {
@@ -216,10 +273,10 @@ func (r *router) reject(msg *messages.Deliver, reason, detail string, id *messag
 	headers := map[string]any{messages.HeaderDLQReason: reason, messages.HeaderDLQDetail: detail}
 	msgs := []broker.Message{b.DeadLetterMessage(d, headers)}
 	if id != nil {
-		if e, ok := r.tenants[id.TenantID]; ok && e.state != nil {
-			e.state.deadLettered++
+		if e, ok := r.tenants[id.TenantID]; ok {
+			r.countDeadLetter(ctx, e)
 		}
-		r.deps.Observer.JobOutcome(observedTenant(r.tenants, id.TenantID), messages.StatusDeadLettered)
+		r.deps.Observer.JobOutcome(id.TenantID, messages.StatusDeadLettered)
 		now := time.Now()
 		res := messages.Result{
 			TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata,
@@ -228,20 +285,37 @@ func (r *router) reject(msg *messages.Deliver, reason, detail string, id *messag
 		}
 		msgs = append(msgs, b.ResultMessage(res.Status, res.Marshal()))
 	}
-	ctx, log := r.deps.Context, r.deps.Logger
+	work, log := r.deps.Context, r.deps.Logger
 	r.deps.pool.Go(func() {
-		if err := b.Settle(ctx, d, msgs...); err != nil {
+		if err := b.Settle(work, d, msgs...); err != nil {
 			log.Error("settle_failed", slog.String("reason", reason), slog.String("error", err.Error()))
 		}
 	})
 }
 
-// observedTenant keeps metrics labels to configured tenants.
-func observedTenant(tenants map[string]*tenantEntry, id string) string {
-	if _, ok := tenants[id]; ok {
-		return id
+// countDeadLetter counts a job the router dead-lettered for the tenant
+// whose id it carried. Only one goroutine may touch a tenant's state: the
+// actor's while it has one (it is told), the router's otherwise.
+func (r *router) countDeadLetter(ctx actor.Context, e *tenantEntry) {
+	if e.pid != nil || e.stopping != nil {
+		r.sendToTenant(ctx, e, &deadLetteredByRouter{}, nil)
+		return
 	}
-	return "_unknown"
+	r.ensureState(e).deadLettered++
+}
+
+// deadLetteredByRouter tells a tenant's actor that the router
+// dead-lettered one of its jobs (an invalid one).
+type deadLetteredByRouter struct{}
+
+// counted reports whether msg changes the tenant's state, so that a
+// passivation request that raced it must be declined (see passivate).
+func counted(msg any) bool {
+	switch msg.(type) {
+	case *messages.Dispatch, *deadLetteredByRouter:
+		return true
+	}
+	return false
 }
 
 func (r *router) forwardAdmin(ctx actor.Context, id string) {
@@ -313,37 +387,6 @@ func idleInfo(e *tenantEntry, now time.Time) messages.TenantInfo {
 		RatePerMinute:      e.cfg.RateLimit.PerMinute,
 		EffectivePerMinute: e.cfg.RateLimit.PerMinute,
 	}
-}
-
-// tenantSupervisor is the router's strategy for its tenants: one-for-one
-// restarts (10 within 10 s), with a log line per restart naming the tenant,
-// the panic and the count.
-type tenantSupervisor struct {
-	r     *router
-	inner actor.SupervisorStrategy
-}
-
-func (s *tenantSupervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID,
-	rs *actor.RestartStatistics, reason any, message any) {
-	tenantID := "?"
-	restarts := 0
-	if e, ok := s.r.byPID[child.Id]; ok {
-		e.restarts++
-		tenantID, restarts = e.cfg.ID, e.restarts
-	}
-	s.r.deps.Logger.Error("tenant_actor_restarted",
-		slog.String("tenantId", tenantID),
-		slog.String("reason", fmt.Sprint(reason)),
-		slog.Int("restarts", restarts))
-	if rs.NumberOfFailures(restartWindow) >= maxRestarts {
-		// Past the limit one-for-one would stop the actor, and the jobs in
-		// its mailbox would be lost. The tenant has quarantined itself by
-		// now (QuarantineAfter < maxRestarts), so restart it anyway.
-		rs.Fail()
-		sup.RestartChildren(child)
-		return
-	}
-	s.inner.HandleFailure(system, sup, child, rs, reason, message)
 }
 
 // missingToken is the token source of a tenant configured without one; it

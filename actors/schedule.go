@@ -116,7 +116,7 @@ type Decision struct {
 	Transition Transition
 }
 
-// ScheduleConfig configures a Schedule. Zero fields take the seed's values:
+// ScheduleConfig configures a Schedule. Zero fields take the defaults:
 // 80/min, burst 80, 5 failures, 60s open, MaxHeld 2.
 type ScheduleConfig struct {
 	PerMinute        float64

@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// stateSeedConfig is the seed's tenant at 600/min with a small burst, so a
+// stateSeedConfig is a tenant at 600/min with a small burst, so a
 // reservation is 100ms.
 var stateSeedConfig = ScheduleConfig{PerMinute: 600, Burst: 20, FailureThreshold: 5, OpenFor: stateOpenFor, MaxHeld: 2}
 

@@ -29,13 +29,14 @@ type TenantState struct {
 	// current is the message being handled, so a crash can requeue it.
 	current *messages.Dispatch
 
-	paused      bool
-	quarantined bool
+	paused     bool
+	quarantine Quarantine
+	// crash is what the actor panicked with, for the restart's log line.
+	crash any
 
 	sent, failed, deferredTotal, deadLettered int64
 	deferred                                  int
 	restarts                                  int
-	restartTimes                              []time.Time
 	lastError                                 string
 	lastErrorAt                               time.Time
 
@@ -49,21 +50,26 @@ type TenantState struct {
 	idleArmed  bool
 }
 
-func newTenantState(t *config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, maxHeld, maxHeldFast int) *TenantState {
+func newTenantState(t *config.Tenant, tokens whatsapp.TokenSource, epoch string, now time.Time, deps *Config) *TenantState {
 	return &TenantState{
-		cfg:    t,
-		tokens: tokens,
-		epoch:  epoch,
+		cfg:        t,
+		tokens:     tokens,
+		epoch:      epoch,
+		quarantine: Quarantine{After: deps.QuarantineAfter, Window: deps.QuarantineWindow},
 		sched: NewSchedule(ScheduleConfig{
 			PerMinute:        t.RateLimit.PerMinute,
 			Burst:            t.RateLimit.Burst,
 			FailureThreshold: t.Breaker.FailureThreshold,
 			OpenFor:          t.Breaker.OpenFor,
-			MaxHeld:          maxHeld,
-			MaxHeldFast:      maxHeldFast,
+			MaxHeld:          deps.MaxHeld,
+			MaxHeldFast:      deps.MaxHeldFast,
 		}, now),
 	}
 }
+
+// sendsStopped reports whether an operator pause or a crash quarantine
+// keeps the tenant from sending.
+func (s *TenantState) sendsStopped() bool { return s.paused || s.quarantine.On() }
 
 type waitingJob struct {
 	m   *messages.Dispatch
@@ -105,7 +111,7 @@ func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 		DeadLettered:        s.deadLettered,
 		Restarts:            s.restarts,
 		Paused:              s.paused,
-		Quarantined:         s.quarantined,
+		Quarantined:         s.quarantine.On(),
 		LastError:           s.lastError,
 		LastErrorAt:         s.lastErrorAt,
 		LatencyMs:           float64(st.LatencyEWMA) / float64(time.Millisecond),

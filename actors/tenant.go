@@ -34,6 +34,7 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 }
 
 func (a *tenantActor) Receive(ctx actor.Context) {
+	defer a.noteCrash()
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		if a.deps.PassivateAfter > 0 {
@@ -44,7 +45,9 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 	case *idleCheck:
 		a.checkIdle(ctx, msg)
 	case *actor.Restarting:
-		a.recoverFromCrash(ctx)
+		a.recoverFromCrash()
+	case *actor.Stopping:
+		a.handBack()
 	case *messages.Dispatch:
 		a.st.received++
 		a.touch(ctx)
@@ -61,6 +64,9 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.pump(ctx)
 	case *stallCheck:
 		a.releaseIfStalled(msg)
+	case *deadLetteredByRouter:
+		a.st.received++
+		a.st.deadLettered++
 	case *messages.GetTenant:
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
@@ -75,8 +81,7 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		ctx.Respond(a.info())
 	case *messages.ResumeTenant:
 		a.st.paused = false
-		a.st.quarantined = false
-		a.st.restartTimes = nil
+		a.st.quarantine.Lift()
 		a.log.Info("tenant_resumed")
 		ctx.Respond(a.info())
 	}
@@ -111,7 +116,7 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 		return
 	}
 	ticket := Ticket{NotBefore: m.State.NotBefore, Reserved: m.State.Reservation != "" && m.State.Reservation == st.epoch}
-	d := st.sched.Admit(now, ticket, st.held(), st.paused || st.quarantined)
+	d := st.sched.Admit(now, ticket, st.held(), st.sendsStopped())
 	if d.Transition.Changed() {
 		a.logTransition(d.Transition, now)
 	}
@@ -140,7 +145,7 @@ func (a *tenantActor) pump(ctx actor.Context) {
 		m := st.waiting[0].m
 		st.waiting[0] = waitingJob{}
 		st.waiting = st.waiting[1:]
-		if st.paused || st.quarantined {
+		if st.sendsStopped() {
 			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
 			continue
 		}
@@ -315,8 +320,6 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	m.State.Attempts += r.Calls
 	st.sched.ObserveLatency(r.Duration)
 	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
-	brk := st.sched.Breaker()
-
 	if r.AuthErr != nil {
 		a.log.Error("meta_api_auth_error",
 			slog.String("internalId", m.Job.InternalID),
@@ -331,12 +334,13 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 		st.lastError, st.lastErrorAt = errorSummary(r.Err), now
 		a.logAPIError(m, r)
 	}
-	switch class {
-	case whatsapp.ClassAccepted:
-		if tr := brk.Success(now); tr.Changed() {
-			a.logTransition(tr, now)
-		}
-		st.sched.Recover(now)
+	v := Judge(class, m.State.Attempts, st.cfg.MaxAttempts)
+	notBefore, reserved, tr := st.sched.Apply(now, v, m.State.Attempts, a.deps.Jitter)
+	if tr.Changed() {
+		a.logTransition(tr, now)
+	}
+	switch v.Job {
+	case JobSent:
 		if st.recent == nil {
 			st.recent = newIDCache(a.deps.DedupeSize)
 		}
@@ -347,28 +351,13 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 			slog.Int64("duration", r.Duration.Milliseconds()),
 			slog.Int("retryCount", m.State.Attempts-1))
 		a.complete(m, messages.Result{Status: messages.StatusSent, WAMID: r.WAMID, Attempts: m.State.Attempts})
-	case whatsapp.ClassThrottled:
-		brk.Release(now)
-		nb := st.sched.Throttled(now)
-		a.deferJob(m, now, nb, true, ReasonThrottled)
-	case whatsapp.ClassPairRate:
-		brk.Release(now)
-		a.deferJob(m, now, st.sched.PairRate(now), true, ReasonPairRate)
-	case whatsapp.ClassPermanent:
-		if tr := brk.Neutral(now); tr.Changed() {
-			a.logTransition(tr, now)
-		}
+	case JobDeferred:
+		a.deferJob(m, now, notBefore, reserved, v.Reason)
+	case JobFailed:
 		a.fail(m, r.Err)
-	default: // auth that a fresh token did not fix, tenant blocked, transient
-		if tr := brk.Failure(now); tr.Changed() {
-			a.logTransition(tr, now)
-		}
-		if m.State.Attempts >= st.cfg.MaxAttempts {
-			a.deadLetter(m, messages.ReasonRetriesExhausted,
-				fmt.Sprintf("%d attempts, last: %s", m.State.Attempts, errorSummary(r.Err)), r.Err)
-			return
-		}
-		a.deferJob(m, now, st.sched.Retry(now, m.State.Attempts, a.deps.Jitter), false, ReasonRetry)
+	case JobExhausted:
+		a.deadLetter(m, messages.ReasonRetriesExhausted,
+			fmt.Sprintf("%d attempts, last: %s", m.State.Attempts, errorSummary(r.Err)), r.Err)
 	}
 }
 
@@ -500,23 +489,31 @@ func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 	})
 }
 
+// noteCrash keeps what the actor panicked with for the restart's log line,
+// and lets the panic go on to supervision.
+func (a *tenantActor) noteCrash() {
+	if p := recover(); p != nil {
+		a.st.crash = p
+		panic(p)
+	}
+}
+
 // recoverFromCrash runs on the crashed incarnation before its replacement
-// starts: the job in hand goes back to the queue with its crash counted, or
-// to the DLQ as poison after MaxCrashes, and is dropped from the state.
-func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
+// starts: the restart is counted (and may quarantine the tenant), and the
+// job in hand goes back to the queue with its crash counted, or to the DLQ
+// as poison after MaxCrashes, and is dropped from the state.
+func (a *tenantActor) recoverFromCrash() {
 	st := a.st
 	now := time.Now()
 	st.restarts++
 	a.deps.Observer.TenantRestarted(st.cfg.ID)
-	st.restartTimes = append(st.restartTimes, now)
-	cutoff := now.Add(-a.deps.QuarantineWindow)
-	for len(st.restartTimes) > 0 && st.restartTimes[0].Before(cutoff) {
-		st.restartTimes = st.restartTimes[1:]
-	}
-	if !st.quarantined && len(st.restartTimes) >= a.deps.QuarantineAfter {
-		st.quarantined = true
-		a.log.Error("tenant_quarantined", slog.Int("restarts", len(st.restartTimes)),
-			slog.String("window", a.deps.QuarantineWindow.String()))
+	a.log.Error("tenant_actor_restarted",
+		slog.String("reason", fmt.Sprint(st.crash)),
+		slog.Int("restarts", st.restarts))
+	st.crash = nil
+	if st.quarantine.Restarted(now) {
+		a.log.Error("tenant_quarantined", slog.Int("restarts", st.quarantine.Recent()),
+			slog.String("window", st.quarantine.Window.String()))
 	}
 	m := st.current
 	st.current = nil
@@ -539,6 +536,24 @@ func (a *tenantActor) recoverFromCrash(ctx actor.Context) {
 	}
 	a.log.Warn("message_requeued", slog.String("internalId", m.Job.InternalID),
 		slog.Int("crashes", m.State.Crashes))
+	a.requeue(m)
+}
+
+// handBack runs when the actor stops with jobs it admitted but has not
+// sent (passivation stops only an idle actor; a restart of the router
+// stops them all): each goes back to the job queue, keeping its history.
+func (a *tenantActor) handBack() {
+	st := a.st
+	waiting := st.waiting
+	st.waiting, st.wakeAt = nil, time.Time{}
+	for _, w := range waiting {
+		a.requeue(w.m)
+	}
+}
+
+// requeue puts the job back in the job queue with the history it carries
+// (attempts, crashes) but no schedule of this process's.
+func (a *tenantActor) requeue(m *messages.Dispatch) {
 	headers := map[string]any{}
 	state := m.State
 	state.NotBefore, state.Reservation = time.Time{}, ""
