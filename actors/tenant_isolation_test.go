@@ -1,0 +1,101 @@
+package actors
+
+import (
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/wadispatch/wadispatch/config"
+)
+
+// Trickle: b and c each get a job every trickleEvery for trickleFor.
+const (
+	trickleEvery = 40 * time.Millisecond
+	trickleFor   = 3 * time.Second
+)
+
+// trickle runs b and c's trickle in a bubble of its own, beside a tenant
+// a that gets 10 jobs at t0 and answers every call with aReply (no a when
+// aReply is nil), and returns when each of b and c's jobs was sent. check
+// runs at each step of the trickle.
+func trickle(t *testing.T, aReply *reply, check func(h *harness)) map[string]time.Duration {
+	sent := map[string]time.Duration{}
+	synctest.Test(t, func(t *testing.T) {
+		tenants := []config.Tenant{tenant("b"), tenant("c")}
+		if aReply != nil {
+			tenants = append(tenants, tenant("a"))
+		}
+		h := startHarness(t, Config{Tenants: tenants})
+		if aReply != nil {
+			h.answer(forTenant("a", *aReply))
+			for i := range 10 {
+				h.deliver(jobBody("a", fmt.Sprintf("a%d", i), harnessRecipient), nil)
+			}
+		}
+		for i := 0; time.Duration(i)*trickleEvery < trickleFor; i++ {
+			h.advanceTo(time.Duration(i) * trickleEvery)
+			h.deliver(jobBody("b", fmt.Sprintf("b%d", i), harnessRecipient), nil)
+			h.deliver(jobBody("c", fmt.Sprintf("c%d", i), harnessRecipient), nil)
+			h.settle()
+			if check != nil {
+				check(h)
+			}
+		}
+		h.advanceTo(trickleFor + time.Second)
+		for _, id := range []string{"b", "c"} {
+			for _, c := range h.callsOf(id) {
+				sent[c.InternalID] = c.Start
+			}
+		}
+	})
+	return sent
+}
+
+func TestHangingOrFailingTenantDoesNotDelayAnother(t *testing.T) {
+	alone := trickle(t, nil, nil)
+	require.Len(t, alone, 2*int(trickleFor/trickleEvery))
+	for id, at := range alone {
+		var i int
+		_, err := fmt.Sscanf(id[1:], "%d", &i)
+		require.NoError(t, err)
+		assert.Equal(t, time.Duration(i)*trickleEvery, at, "%s is sent when it is published", id)
+	}
+
+	hanging := trickle(t, &reply{Delay: 500 * time.Millisecond, Err: errTimeout}, func(h *harness) {
+		assert.LessOrEqual(t, h.info("a").Held, 2, "a hanging tenant holds at most MaxHeld deliveries")
+	})
+	assert.Equal(t, alone, hanging, "beside a tenant whose calls hang 500 ms and time out")
+
+	failing := trickle(t, &reply{Err: errTransient}, nil)
+	assert.Equal(t, alone, failing, "beside a tenant whose calls fail with HTTP 500")
+}
+
+func TestHangingTenantHoldsAtMostTwoDeliveriesAndDefersTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}})
+		h.answer(always(reply{Delay: 500 * time.Millisecond, Err: errTimeout}))
+		for i := range 10 {
+			h.deliver(jobBody("a", fmt.Sprintf("a%d", i), harnessRecipient), nil)
+		}
+		h.settle()
+		info := h.info("a")
+		assert.Equal(t, 1, info.InFlight)
+		assert.Equal(t, 2, info.Held, "one sending, one next")
+		assert.Equal(t, 8, info.Deferred, "the rest go back to the broker")
+
+		for h.now() < 3*time.Second {
+			h.advance(50 * time.Millisecond)
+			require.LessOrEqual(t, h.info("a").Held, 2, "at %s", h.now())
+		}
+		starts := h.callStarts("a")
+		assert.Equal(t, []time.Duration{0, 500 * time.Millisecond, time.Second, 1500 * time.Millisecond, 2 * time.Second},
+			starts, "one call at a time, each hanging 500 ms, until five timeouts open the breaker")
+		info = h.info("a")
+		assert.Equal(t, "OPEN", info.CircuitState)
+		assert.Equal(t, 0, info.InFlight)
+	})
+}
