@@ -133,6 +133,12 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 // wake asks the tenant to look at its waiting jobs again.
 type wake struct{}
 
+// The actor's timer messages may reach it after it stopped (passivation,
+// shutdown); that is expected, and protoactor need not log them.
+func (*wake) IgnoreDeadLetterLogging()       {}
+func (*idleCheck) IgnoreDeadLetterLogging()  {}
+func (*stallCheck) IgnoreDeadLetterLogging() {}
+
 // pump starts the next waiting job when nothing is being sent.
 func (a *tenantActor) pump(ctx actor.Context) {
 	st := a.st
@@ -279,6 +285,12 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 		defer func() {
 			if r := recover(); r != nil {
 				done.Panic = r
+			}
+			if base.Err() != nil && done.Panic == nil {
+				// The worker is stopping: nothing can settle this job
+				// now (settlements share the context), and its actor may
+				// be gone. Its delivery returns to the queue unacked.
+				return
 			}
 			root.Send(self, done)
 		}()
