@@ -300,8 +300,8 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 			done.Err, done.Duration = err, time.Since(start)
 			return
 		}
+		done.Calls = 1 // counted even if the call panics
 		resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
-		done.Calls = 1
 		if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
 			done.AuthErr = err
 			changed, rerr := tokens.Refresh()
@@ -323,13 +323,13 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	if st.sending == r.Dispatch {
 		st.sending, st.stallWatched = nil, nil
 	}
+	m := r.Dispatch
+	m.State.Attempts += r.Calls
 	if r.Panic != nil {
-		panic(fmt.Sprintf("send for %s panicked: %v", r.Dispatch.Job.InternalID, r.Panic))
+		panic(fmt.Sprintf("send for %s panicked: %v", m.Job.InternalID, r.Panic))
 	}
 	defer a.pump(ctx)
-	m := r.Dispatch
 	now := time.Now()
-	m.State.Attempts += r.Calls
 	st.sched.ObserveLatency(r.Duration)
 	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
 	if r.AuthErr != nil {

@@ -89,6 +89,8 @@ func TestJobThatCrashesItsTenantThreeTimesIsDeadLetteredAsPoison(t *testing.T) {
 		res := h.result("poison")
 		assert.Equal(t, messages.StatusDeadLettered, res.Status)
 		assert.Equal(t, messages.ReasonPoison, res.Reason)
+		assert.Equal(t, MaxCrashes, res.Attempts, "a call that panicked is still a call to Meta")
+		assert.EqualValues(t, MaxCrashes, header(dl, messages.HeaderAttempts))
 
 		info := h.info("a")
 		assert.Equal(t, MaxCrashes, info.Restarts)
