@@ -34,18 +34,59 @@ type Message struct {
 	Publishing amqp.Publishing
 }
 
-type outcome struct{ err error }
-
+// pending is one publish written and not yet resolved.
 type pending struct {
-	id   string
-	done chan outcome
+	// returned is set by the dispatcher, under pubGen.mu, when the broker
+	// returned this publish as unroutable.
+	returned bool
 }
 
-// publisher owns one connection and one channel in confirm mode. A single
-// dispatcher goroutine reads returns and confirms from unbuffered channels:
-// the library delivers a basic.return before the basic.ack of the same
-// publish, so the dispatcher has always seen the return by the time it
-// resolves the confirm.
+// query asks the dispatcher whether publish seq was returned; the answer
+// comes on reply (buffered), and the publish is forgotten.
+type query struct {
+	seq   uint64
+	reply chan bool
+}
+
+// publisher owns one connection and one channel in confirm mode.
+//
+// Each publish waits for its own confirm, never for another's. amqp091-go
+// hands confirmations to NotifyPublish listeners strictly in delivery-tag
+// order (confirms.go keeps an early confirm in its sequencer until every
+// lower tag is confirmed), while RabbitMQ confirms a publish as soon as its
+// queues have it, out of order across queues. On a shared channel a listener
+// therefore learns that a result for tenant B was confirmed only after every
+// earlier publish was: a deferral to a quorum delay tier whose confirm is
+// slow or stuck (its Raft server busy or suspended, no leader during an
+// election) holds every later result, dead letter and deferral of every
+// tenant, their deliveries stay unacked in the shared prefetch window, and a
+// confirm that never comes makes every later publish time out until the
+// channel closes. (Quorum confirms are not slower than classic ones on a
+// quiet single node, about 1-3 ms each; the harm is the coupling, which the
+// stuck case makes unbounded.) So confirms are not read from NotifyPublish
+// at all: each publish waits on its own DeferredConfirmation, which the
+// library resolves the moment that publish's basic.ack or basic.nack
+// arrives.
+//
+// Returns are matched to their publish by the pubIDHeader (its delivery
+// tag). RabbitMQ sends a mandatory publish's basic.return before its
+// basic.ack, and the connection's one reader goroutine hands the Return to
+// the unbuffered returns channel, and the dispatcher has received it, before
+// that reader reads the ack and resolves the DeferredConfirmation. The
+// dispatcher records a return it received before it selects again; and a
+// publish whose confirm has arrived asks the dispatcher for its outcome
+// (query) instead of reading it directly, so the answer comes after every
+// return the dispatcher had received by then, its own included. A publish
+// that was returned is thus always reported as ErrReturned, never as a
+// success. The dispatcher must never block for long: the library drops a
+// Return nobody takes within 5 s.
+//
+// Lanes (one channel per kind of destination) would also keep quorum delay
+// tiers from holding back results and dead letters, but one tenant's slow
+// deferrals would still hold back every other tenant's deferrals on the
+// shared lane. Per-publish confirms leave only what the broker itself
+// orders: publishes to the same quorum queue commit in its Raft log in
+// order, and all quorum queues of a node share one write-ahead log.
 type publisher struct {
 	dial   func() (*amqp.Connection, error)
 	logger *slog.Logger
@@ -64,11 +105,11 @@ type publisher struct {
 
 // pubGen is the state of one channel's life.
 type pubGen struct {
-	mu       sync.Mutex
-	pending  map[uint64]*pending
-	returned map[string]bool
-	closed   chan struct{}
-	err      error
+	mu      sync.Mutex
+	pending map[uint64]*pending
+	queries chan query
+	closed  chan struct{}
+	err     error
 	// unblocked is nil while the broker accepts publishes; while it blocks
 	// them (connection.blocked) it is a channel closed on connection.unblocked.
 	unblocked chan struct{}
@@ -91,20 +132,28 @@ func (p *publisher) connect() error {
 		_ = conn.Close()
 		return err
 	}
-	gen := &pubGen{pending: map[uint64]*pending{}, returned: map[string]bool{}, closed: make(chan struct{})}
+	gen := newPubGen()
+	// Unbuffered: the reader goroutine's send completes only once the
+	// dispatcher has the Return (see publisher).
 	returns := ch.NotifyReturn(make(chan amqp.Return))
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
-	go gen.dispatch(returns, confirms, chClosed, connClosed, blocked, p.logger)
+	go gen.dispatch(returns, chClosed, connClosed, blocked, p.logger)
 	p.conn, p.ch, p.gen = conn, ch, gen
 	p.current.Store(conn)
 	return nil
 }
 
-func (g *pubGen) dispatch(returns <-chan amqp.Return, confirms <-chan amqp.Confirmation,
-	chClosed, connClosed <-chan *amqp.Error, blocked <-chan amqp.Blocking, logger *slog.Logger) {
+func newPubGen() *pubGen {
+	return &pubGen{pending: map[uint64]*pending{}, queries: make(chan query), closed: make(chan struct{})}
+}
+
+// dispatch records returns, answers queries and follows the connection's
+// blocked state until the channel or the connection closes. A closed
+// channel also closes chClosed, so it always ends.
+func (g *pubGen) dispatch(returns <-chan amqp.Return, chClosed, connClosed <-chan *amqp.Error,
+	blocked <-chan amqp.Blocking, logger *slog.Logger) {
 	var reason error = ErrConnectionLost
 	defer func() { g.fail(reason) }()
 	for {
@@ -114,16 +163,9 @@ func (g *pubGen) dispatch(returns <-chan amqp.Return, confirms <-chan amqp.Confi
 				returns = nil
 				continue
 			}
-			if id, _ := r.Headers[pubIDHeader].(string); id != "" {
-				g.mu.Lock()
-				g.returned[id] = true
-				g.mu.Unlock()
-			}
-		case c, ok := <-confirms:
-			if !ok {
-				return
-			}
-			g.resolve(c)
+			g.recordReturn(r)
+		case q := <-g.queries:
+			q.reply <- g.take(q.seq)
 		case b, ok := <-blocked:
 			if !ok {
 				blocked = nil
@@ -182,26 +224,41 @@ func (g *pubGen) waitUnblocked(ctx context.Context) error {
 	}
 }
 
-func (g *pubGen) resolve(c amqp.Confirmation) {
-	g.mu.Lock()
-	p := g.pending[c.DeliveryTag]
-	delete(g.pending, c.DeliveryTag)
-	var returned bool
-	if p != nil {
-		returned = g.returned[p.id]
-		delete(g.returned, p.id)
-	}
-	g.mu.Unlock()
-	if p == nil {
+// recordReturn marks the publish a basic.return belongs to. One that is no
+// longer pending (it gave up waiting) is ignored.
+func (g *pubGen) recordReturn(r amqp.Return) {
+	id, _ := r.Headers[pubIDHeader].(string)
+	seq, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
 		return
 	}
-	switch {
-	case !c.Ack:
-		p.done <- outcome{ErrNacked}
-	case returned:
-		p.done <- outcome{ErrReturned}
-	default:
-		p.done <- outcome{}
+	g.mu.Lock()
+	if p := g.pending[seq]; p != nil {
+		p.returned = true
+	}
+	g.mu.Unlock()
+}
+
+// take forgets publish seq and reports whether it was returned.
+func (g *pubGen) take(seq uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.pending[seq]
+	delete(g.pending, seq)
+	return p != nil && p.returned
+}
+
+// returned is take after every return the dispatcher has received so far is
+// recorded: the dispatcher answers the query only between two events. Once
+// it has exited it records nothing more, and it recorded every return it had
+// received before exiting.
+func (g *pubGen) returned(seq uint64) bool {
+	q := query{seq: seq, reply: make(chan bool, 1)}
+	select {
+	case g.queries <- q:
+		return <-q.reply
+	case <-g.closed:
+		return g.take(seq)
 	}
 }
 
@@ -212,10 +269,6 @@ func (g *pubGen) fail(err error) {
 		return
 	}
 	g.err = err
-	for tag, p := range g.pending {
-		p.done <- outcome{err}
-		delete(g.pending, tag)
-	}
 	close(g.closed)
 }
 
@@ -251,31 +304,55 @@ func (p *publisher) publish(ctx context.Context, m Message) error {
 	}
 	headers[pubIDHeader] = id
 	msg.Headers = headers
-	w := &pending{id: id, done: make(chan outcome, 1)}
 	gen.mu.Lock()
 	if gen.err != nil {
 		gen.mu.Unlock()
 		release()
 		return gen.err
 	}
-	gen.pending[seq] = w
+	gen.pending[seq] = &pending{}
 	gen.mu.Unlock()
-	err := ch.PublishWithContext(ctx, m.Exchange, m.Key, true, false, msg)
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.Key, true, false, msg)
 	release()
 	if err != nil {
 		gen.drop(seq)
 		return fmt.Errorf("publish to %q: %w", m.Key, err)
 	}
-	select {
-	case o := <-w.done:
-		if o.err != nil {
-			return fmt.Errorf("publish to %q: %w", m.Key, o.err)
-		}
-		return nil
-	case <-ctx.Done():
+	if dc == nil || dc.DeliveryTag != seq {
+		// Cannot happen while only this publisher, under the turn, publishes
+		// on ch; a return could not be matched to it.
 		gen.drop(seq)
-		return fmt.Errorf("publish to %q: %w", m.Key, ErrUnconfirmed)
+		return fmt.Errorf("publish to %q: %w: confirm tracking lost its delivery tag", m.Key, ErrUnconfirmed)
 	}
+	select {
+	case <-dc.Done():
+	case <-ctx.Done():
+		select {
+		case <-dc.Done(): // confirmed just in time
+		default:
+			gen.drop(seq)
+			return fmt.Errorf("publish to %q: %w", m.Key, ErrUnconfirmed)
+		}
+	}
+	returned := gen.returned(seq)
+	switch {
+	case !dc.Acked() && ch.IsClosed():
+		// The library resolves every outstanding confirmation as a nack
+		// when the channel closes (it marks the channel closed first).
+		// The dispatcher has the reason.
+		err := error(ErrConnectionLost)
+		select {
+		case <-gen.closed:
+			err = gen.err
+		case <-ctx.Done():
+		}
+		return fmt.Errorf("publish to %q: %w", m.Key, err)
+	case !dc.Acked():
+		return fmt.Errorf("publish to %q: %w", m.Key, ErrNacked)
+	case returned:
+		return fmt.Errorf("publish to %q: %w", m.Key, ErrReturned)
+	}
+	return nil
 }
 
 func (g *pubGen) drop(seq uint64) {
