@@ -226,7 +226,8 @@ func checkPolicy(p policy) error {
 // ReadToken returns the tenant's access token, read now from its environment
 // variable (through getenv) or its file, with surrounding white space trimmed.
 // Call it again to pick up a rotated token file. Its errors name the variable
-// or the file, never the token.
+// or the file, never the token. It is the one reader of token sources: the
+// worker's cached token (whatsapp.NewTokenSource) reads through it too.
 func (t Tenant) ReadToken(getenv func(string) string) (string, error) {
 	if t.AccessTokenEnv != "" {
 		tok := strings.TrimSpace(getenv(t.AccessTokenEnv))

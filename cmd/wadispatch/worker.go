@@ -65,13 +65,7 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 	}
 	tokens := make(map[string]whatsapp.TokenSource, len(cfg.Tenants))
 	for _, t := range cfg.Tenants {
-		var src whatsapp.TokenSource
-		if t.AccessTokenFile != "" {
-			src = whatsapp.NewFileToken(t.AccessTokenFile)
-		} else {
-			src = whatsapp.NewEnvToken(t.AccessTokenEnv, opts.Getenv)
-		}
-		src = registeringToken{src, secrets}
+		src := registeringToken{whatsapp.NewTokenSource(func() (string, error) { return t.ReadToken(opts.Getenv) }), secrets}
 		if _, err := src.Token(); err != nil {
 			return nil, fmt.Errorf("%w: tenant %q: %v", config.ErrConfig, t.ID, err)
 		}
