@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wadispatch/wadispatch/logging"
 )
 
 // adminOff is the ADMIN_ADDR value that disables the admin listener.
@@ -262,28 +264,19 @@ func IsLoopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-var logLevels = map[string]slog.Level{
-	"debug": slog.LevelDebug,
-	"info":  slog.LevelInfo,
-	"warn":  slog.LevelWarn,
-	"error": slog.LevelError,
-}
-
 func parseLogLevel(raw string) (slog.Level, error) {
-	l, ok := logLevels[strings.ToLower(raw)]
-	if !ok {
-		return 0, fmt.Errorf("must be debug, info, warn or error (got %q)", raw)
+	l, err := logging.ParseLevel(raw)
+	if err != nil {
+		return 0, fmt.Errorf("must be %s (got %q)", logging.LevelNames, raw)
 	}
 	return l, nil
 }
 
 func checkLogLevel(l slog.Level) error {
-	for _, known := range logLevels {
-		if l == known {
-			return nil
-		}
+	if !logging.ValidLevel(l) {
+		return fmt.Errorf("must be %s (got %s)", logging.LevelNames, l)
 	}
-	return fmt.Errorf("must be debug, info, warn or error (got %s)", l)
+	return nil
 }
 
 func parseInt(raw string, least int) (int, error) {

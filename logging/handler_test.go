@@ -198,6 +198,17 @@ func TestParseLevel(t *testing.T) {
 	}
 }
 
+func TestValidLevel(t *testing.T) {
+	for _, name := range []string{"debug", "info", "warn", "error"} {
+		l, err := ParseLevel(name)
+		require.NoError(t, err)
+		assert.True(t, ValidLevel(l), name)
+	}
+	for _, l := range []slog.Level{slog.LevelInfo + 1, slog.LevelDebug - 4, slog.LevelError + 4} {
+		assert.False(t, ValidLevel(l), l.String())
+	}
+}
+
 func TestHandlerConcurrency(t *testing.T) {
 	t.Run("WritesWholeLinesFromManyGoroutinesWhileSecretsAreAdded", func(t *testing.T) {
 		secrets := NewSecrets("EAAGinitialToken0")

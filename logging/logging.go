@@ -59,8 +59,12 @@ type Options struct {
 	Secrets *Secrets     // secrets to scrub; may be nil (keys are still redacted)
 }
 
+// LevelNames names the levels ParseLevel accepts, for messages.
+const LevelNames = "debug, info, warn or error"
+
 // ParseLevel parses a LOG_LEVEL value: debug, info, warn or error, in any
-// case, surrounding spaces ignored.
+// case, surrounding spaces ignored. It is the one definition of LOG_LEVEL's
+// values; config parses the setting with it.
 func ParseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "debug":
@@ -72,7 +76,16 @@ func ParseLevel(s string) (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	}
-	return 0, fmt.Errorf("%w %q: use debug, info, warn or error", ErrUnknownLevel, s)
+	return 0, fmt.Errorf("%w %q: use %s", ErrUnknownLevel, s, LevelNames)
+}
+
+// ValidLevel reports whether l is one of the levels ParseLevel returns.
+func ValidLevel(l slog.Level) bool {
+	switch l {
+	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
+		return true
+	}
+	return false
 }
 
 // New returns a logger writing through NewHandler(w, opts).
