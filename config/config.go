@@ -16,9 +16,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wadispatch/wadispatch/logging"
 )
 
 // ErrConfig matches (with errors.Is) every error Load, LoadTenants and
@@ -190,27 +191,21 @@ func (c Config) AdminEnabled() bool {
 	return c.AdminAddr != "" && c.AdminAddr != adminOff
 }
 
-// AMQPPassword returns the broker password of AMQPURL ("" if none), so that
-// the caller can register it with the log redaction.
-func (c Config) AMQPPassword() string {
-	u, err := url.Parse(c.AMQPURL)
-	if err != nil || u.User == nil {
-		return ""
-	}
-	p, _ := u.User.Password()
-	return p
-}
+// AMQPPassword returns the broker password of AMQPURL, decoded ("" if
+// none), so that the caller can register it with the log redaction; it is
+// logging.PasswordFromURL's answer (logging.URLPasswords gives every form).
+func (c Config) AMQPPassword() string { return logging.PasswordFromURL(c.AMQPURL) }
 
 // Redacted is a human summary of c, one setting a line, with the broker
-// password and the admin token replaced by "****".
+// password (see logging.RedactURL) and the admin token replaced by "****".
 func (c Config) Redacted() string {
 	var b strings.Builder
 	line := func(k string, v any) { fmt.Fprintf(&b, "%-22s %v\n", k, v) }
-	line("AMQP_URL", redactURL(c.AMQPURL))
+	line("AMQP_URL", logging.RedactURL(c.AMQPURL))
 	line("AMQP_QUEUE", c.Queue)
 	line("RESULTS_EXCHANGE", c.ResultsExchange)
 	line("TENANTS_FILE", c.TenantsFile)
-	line("META_BASE_URL", redactURL(c.MetaBaseURL))
+	line("META_BASE_URL", logging.RedactURL(c.MetaBaseURL))
 	line("META_API_VERSION", c.MetaAPIVersion)
 	line("META_TIMEOUT", c.MetaTimeout)
 	if c.AdminEnabled() {
@@ -237,11 +232,11 @@ func (c Config) Redacted() string {
 // LogValue makes c loggable with slog without its secrets.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("amqpUrl", redactURL(c.AMQPURL)),
+		slog.String("amqpUrl", logging.RedactURL(c.AMQPURL)),
 		slog.String("queue", c.Queue),
 		slog.String("resultsExchange", c.ResultsExchange),
 		slog.String("tenantsFile", c.TenantsFile),
-		slog.String("metaBaseUrl", redactURL(c.MetaBaseURL)),
+		slog.String("metaBaseUrl", logging.RedactURL(c.MetaBaseURL)),
 		slog.String("metaApiVersion", c.MetaAPIVersion),
 		slog.Duration("metaTimeout", c.MetaTimeout),
 		slog.String("adminAddr", c.AdminAddr),

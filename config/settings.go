@@ -194,7 +194,7 @@ func checkAMQPURL(raw string) error {
 		return fmt.Errorf("scheme must be amqp or amqps (got %q)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return fmt.Errorf("has no host: %s", redactURL(raw))
+		return fmt.Errorf("has no host: %s", logging.RedactURL(raw))
 	}
 	return nil
 }
@@ -211,7 +211,7 @@ func checkHTTPURL(raw string) error {
 		return fmt.Errorf("scheme must be http or https (got %q)", u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("has no host: %s", redactURL(raw))
+		return fmt.Errorf("has no host: %s", logging.RedactURL(raw))
 	}
 	return nil
 }
@@ -322,34 +322,4 @@ func checkPositive(d time.Duration) error {
 		return fmt.Errorf("must be > 0 (got %s)", d)
 	}
 	return nil
-}
-
-// redactURL returns raw with the password of its user info replaced by
-// "****". It never returns the password, even for a URL that does not parse.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err == nil {
-		if u.User == nil {
-			return raw
-		}
-		if _, has := u.User.Password(); !has {
-			return raw
-		}
-		// UserPassword would percent-encode the stars; put them in afterwards.
-		const placeholder = "PASSWORDREDACTED"
-		u.User = url.UserPassword(u.User.Username(), placeholder)
-		return strings.Replace(u.String(), ":"+placeholder+"@", ":****@", 1)
-	}
-	// Unparseable: hide everything between the user name and the last '@'
-	// of the authority, where a password would be.
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return "****"
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	user, _, _ := strings.Cut(rest[:at], ":")
-	return scheme + "://" + user + ":****" + rest[at:]
 }
