@@ -46,7 +46,7 @@ const (
 
 // Errors New returns.
 var (
-	ErrTokenRequired = errors.New("ADMIN_TOKEN is required")
+	ErrTokenRequired = config.ErrAdminTokenRequired
 	ErrInvalidAddr   = errors.New("invalid ADMIN_ADDR")
 )
 
@@ -92,9 +92,8 @@ func New(opts Options) (*Server, error) {
 	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		return nil, fmt.Errorf("%w: must be host:port like 127.0.0.1:8081 (got %q)", ErrInvalidAddr, opts.Addr)
 	}
-	if opts.Token == "" && !config.IsLoopbackAddr(opts.Addr) {
-		return nil, fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
-			ErrTokenRequired, opts.Addr)
+	if err := config.CheckAdminToken(opts.Addr, opts.Token); err != nil {
+		return nil, err
 	}
 	if opts.Ready == nil {
 		opts.Ready = func() bool { return true }

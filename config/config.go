@@ -169,9 +169,11 @@ func (c Config) validateSettings() error {
 	case c.BackpressureLow >= c.BackpressureHigh:
 		return newError(nil, "BACKPRESSURE_LOW must be below BACKPRESSURE_HIGH (got low %d, high %d)",
 			c.BackpressureLow, c.BackpressureHigh)
-	case c.AdminEnabled() && c.AdminToken == "" && !IsLoopbackAddr(c.AdminAddr):
-		return newError(nil, "ADMIN_TOKEN is required because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
-			c.AdminAddr)
+	}
+	if c.AdminEnabled() {
+		if err := CheckAdminToken(c.AdminAddr, c.AdminToken); err != nil {
+			return newError(err, "%s", err)
+		}
 	}
 	return nil
 }

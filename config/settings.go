@@ -249,9 +249,26 @@ func checkAdminAddr(raw string) error {
 	return nil
 }
 
+// ErrAdminTokenRequired is matched by CheckAdminToken's error.
+var ErrAdminTokenRequired = errors.New("ADMIN_TOKEN is required")
+
+// CheckAdminToken is the rule that the admin API needs a token unless it
+// listens on loopback only: it returns nil when token is set or addr is
+// loopback (IsLoopbackAddr), else a one-line error that matches
+// ErrAdminTokenRequired and says what to do. Validate applies it to an
+// enabled ADMIN_ADDR; admin.New applies it again to the address it is given.
+func CheckAdminToken(addr, token string) error {
+	if token != "" || IsLoopbackAddr(addr) {
+		return nil
+	}
+	return fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
+		ErrAdminTokenRequired, addr)
+}
+
 // IsLoopbackAddr reports whether the host of a host:port address is
 // loopback (127.0.0.0/8, ::1, localhost). An empty host listens on every
-// interface, so it is not. The admin API needs a token unless it is.
+// interface, so it is not. The admin API needs a token unless it is
+// (CheckAdminToken).
 func IsLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -148,7 +148,9 @@ func New(tenants []string) *Metrics {
 // Handler serves the registry in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler { return m.handler }
 
-// tenant is id if it is configured, else UnknownTenant.
+// tenant is id if it is configured, else UnknownTenant. Every Observer
+// method maps its tenant id through it, so callers (the actors) pass ids as
+// they are and need no mapping of their own.
 func (m *Metrics) tenant(id string) string {
 	if _, ok := m.tenants[id]; ok {
 		return id
