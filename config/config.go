@@ -1,6 +1,7 @@
 // Package config loads and validates wadispatch's configuration: the settings
 // of `wadispatch run` (environment variables, each with a matching flag that
-// wins over it) and the tenants file, as the design's section 2 specifies.
+// wins over it) and the tenants file, as docs/contract.md (Configuration)
+// specifies.
 //
 // It returns one validated Config value, and an error that matches ErrConfig,
 // is one line long, names the file, tenant and field, says what to do, and

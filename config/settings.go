@@ -40,8 +40,9 @@ type setting struct {
 	set   func(c *Config, raw string) error
 }
 
-// settings lists the settings in the order of the design's table, which is
-// also the order of the usage text and of error checking.
+// settings lists the settings in the order of the configuration table of
+// docs/contract.md, which is also the order of the usage text and of error
+// checking.
 func settings() []setting {
 	return []setting{
 		{"AMQP_URL", "amqp-url", "URL", "amqp://guest:guest@127.0.0.1:5672/",

@@ -1,6 +1,7 @@
 // Package whatsapp is a client for Meta's WhatsApp Cloud API (Graph API
 // "POST /{version}/{phone_number_id}/messages") and the classification of its
-// answers into what the worker does next (DESIGN.md §5).
+// answers into what the worker does next (see docs/contract.md, Meta's
+// answers).
 //
 // It owns the HTTP transport to Meta, the parsing of Meta's success and error
 // bodies, the error classes (throttled, auth, transient, ...) and the cache
