@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wadispatch/wadispatch/logging"
+	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
 // adminOff is the ADMIN_ADDR value that disables the admin listener.
@@ -63,13 +64,13 @@ func settings() []setting {
 				}
 				return nil
 			}},
-		{"META_BASE_URL", "meta-base-url", "URL", "https://graph.facebook.com",
+		{"META_BASE_URL", "meta-base-url", "URL", whatsapp.DefaultBaseURL,
 			"Graph API base URL, http:// or https://",
 			func(c *Config, raw string) error { c.MetaBaseURL = raw; return checkHTTPURL(raw) }},
 		{"META_API_VERSION", "meta-api-version", "VERSION", "v23.0",
 			"Graph API version, like v23.0",
 			func(c *Config, raw string) error { c.MetaAPIVersion = raw; return checkAPIVersion(raw) }},
-		{"META_TIMEOUT", "meta-timeout", "DURATION", "10s",
+		{"META_TIMEOUT", "meta-timeout", "DURATION", whatsapp.DefaultTimeout.String(),
 			"timeout of one request to the Graph API",
 			func(c *Config, raw string) (err error) { c.MetaTimeout, err = parsePositive(raw); return err }},
 		{"ADMIN_ADDR", "admin-addr", "HOST:PORT", "127.0.0.1:8081",
