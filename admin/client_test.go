@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -102,9 +101,7 @@ func TestClientUnreachable(t *testing.T) {
 }
 
 func TestClientRouterThatDoesNotAnswer(t *testing.T) {
-	system := newSystem(t)
-	silent := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return silentRouter{} }))
-	_, base := startServer(t, admin.Options{Root: system.Root, Router: silent, AskTimeout: 50 * time.Millisecond, ListTimeout: 50 * time.Millisecond})
+	_, base := startServer(t, admin.Options{Tenants: silentTenants("router did not answer within 50ms")})
 
 	_, err := admin.NewClient(base, "", nil).List(context.Background())
 	require.Error(t, err)

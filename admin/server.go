@@ -15,25 +15,27 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/wadispatch/wadispatch/actors"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
 )
 
-// DefaultAskTimeout bounds how long a request waits for the router's answer
-// when Options.AskTimeout is zero.
-const DefaultAskTimeout = 2 * time.Second
-
-// DefaultListTimeout bounds GET /v1/tenants when Options.ListTimeout is
-// zero. The router waits up to actors.AskTimeout for each tenant before it
-// answers, marking the silent ones, so the list needs a little longer than
-// that: otherwise one stuck tenant would turn the whole list into a 503.
-const DefaultListTimeout = actors.AskTimeout + time.Second
+// Tenants is what the admin API asks about tenants. Every method is bounded
+// by the implementation (the worker's is actors.Directory, which asks the
+// router with a timeout) and by ctx. Errors matching messages.ErrUnknownTenant
+// answer 404; errors matching messages.ErrNoAnswer answer 503 with the
+// error's text as the reason, so that text must be fit for an operator and
+// free of secrets; any other error answers 500.
+type Tenants interface {
+	List(ctx context.Context) ([]messages.TenantInfo, error)
+	Get(ctx context.Context, id string) (messages.TenantInfo, error)
+	Pause(ctx context.Context, id string) (messages.TenantInfo, error)
+	Resume(ctx context.Context, id string) (messages.TenantInfo, error)
+	ResetBreaker(ctx context.Context, id string) (messages.TenantInfo, error)
+}
 
 // The http.Server's limits. writeTimeout leaves room for the slowest
-// answer: an ask timeout, or a /metrics scrape that asks every tenant.
+// answer: a question that runs into its timeout, or a /metrics scrape that
+// asks every tenant.
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
@@ -44,7 +46,7 @@ const (
 
 // Errors New returns.
 var (
-	ErrTokenRequired = errors.New("ADMIN_TOKEN is required")
+	ErrTokenRequired = config.ErrAdminTokenRequired
 	ErrInvalidAddr   = errors.New("invalid ADMIN_ADDR")
 )
 
@@ -58,19 +60,14 @@ type Options struct {
 	// Token is ADMIN_TOKEN; when set, every route but /healthz requires
 	// "Authorization: Bearer <Token>". Required unless Addr is loopback.
 	Token string
-	// Root and Router are how tenant questions are asked.
-	Root   *actor.RootContext
-	Router *actor.PID
+	// Tenants answers every question about tenants; required.
+	Tenants Tenants
 	// Ready answers /readyz; nil means always ready.
 	Ready func() bool
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// AskTimeout bounds each question about one tenant (default 2 s).
-	AskTimeout time.Duration
-	// ListTimeout bounds the question for every tenant (default 3 s).
-	ListTimeout time.Duration
 }
 
 // Server is the admin HTTP server. Its methods are safe for concurrent use.
@@ -89,21 +86,14 @@ type Server struct {
 // It refuses an Addr beyond loopback (127.0.0.0/8, ::1, localhost) without a
 // Token.
 func New(opts Options) (*Server, error) {
-	if opts.Root == nil || opts.Router == nil {
-		return nil, errors.New("admin: Options.Root and Options.Router are required")
+	if opts.Tenants == nil {
+		return nil, errors.New("admin: Options.Tenants is required")
 	}
 	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		return nil, fmt.Errorf("%w: must be host:port like 127.0.0.1:8081 (got %q)", ErrInvalidAddr, opts.Addr)
 	}
-	if opts.Token == "" && !config.IsLoopbackAddr(opts.Addr) {
-		return nil, fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
-			ErrTokenRequired, opts.Addr)
-	}
-	if opts.AskTimeout <= 0 {
-		opts.AskTimeout = DefaultAskTimeout
-	}
-	if opts.ListTimeout <= 0 {
-		opts.ListTimeout = DefaultListTimeout
+	if err := config.CheckAdminToken(opts.Addr, opts.Token); err != nil {
+		return nil, err
 	}
 	if opts.Ready == nil {
 		opts.Ready = func() bool { return true }
@@ -199,10 +189,10 @@ func (s *Server) routes() http.Handler {
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", s.metrics},
 		{http.MethodGet, "/v1/tenants", s.listTenants},
-		{http.MethodGet, "/v1/tenants/{id}", s.getTenant},
-		{http.MethodPost, "/v1/tenants/{id}/breaker/reset", s.command("breaker_reset", func(id string) any { return &messages.ResetBreaker{TenantID: id} })},
-		{http.MethodPost, "/v1/tenants/{id}/pause", s.command("pause", func(id string) any { return &messages.PauseTenant{TenantID: id} })},
-		{http.MethodPost, "/v1/tenants/{id}/resume", s.command("resume", func(id string) any { return &messages.ResumeTenant{TenantID: id} })},
+		{http.MethodGet, "/v1/tenants/{id}", s.tenant("", s.opts.Tenants.Get)},
+		{http.MethodPost, "/v1/tenants/{id}/breaker/reset", s.tenant("breaker_reset", s.opts.Tenants.ResetBreaker)},
+		{http.MethodPost, "/v1/tenants/{id}/pause", s.tenant("pause", s.opts.Tenants.Pause)},
+		{http.MethodPost, "/v1/tenants/{id}/resume", s.tenant("resume", s.opts.Tenants.Resume)},
 	}
 	mux := http.NewServeMux()
 	allowed := map[string][]string{}
@@ -288,58 +278,50 @@ type tenantList struct {
 	Tenants []messages.TenantInfo `json:"tenants"`
 }
 
-func (s *Server) listTenants(w http.ResponseWriter, _ *http.Request) {
-	s.answer(w, "router", s.opts.ListTimeout, &messages.ListTenants{})
+func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
+	tenants, err := s.opts.Tenants.List(r.Context())
+	if err != nil {
+		s.fail(w, r, "", err)
+		return
+	}
+	if tenants == nil {
+		tenants = []messages.TenantInfo{}
+	}
+	writeJSON(w, http.StatusOK, tenantList{Tenants: tenants})
 }
 
-func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
-	s.answer(w, "tenant actor", s.opts.AskTimeout, &messages.GetTenant{TenantID: r.PathValue("id")})
-}
-
-// command handles an operator command; a command that reached its tenant is
-// logged, as an audit trail.
-func (s *Server) command(name string, msg func(id string) any) http.HandlerFunc {
+// tenant handles a question about one tenant. A named command that reached
+// its tenant is logged, as an audit trail.
+func (s *Server) tenant(command string, ask func(ctx context.Context, id string) (messages.TenantInfo, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if s.answer(w, "tenant actor", s.opts.AskTimeout, msg(id)) {
-			s.log.Info("admin_command", slog.String("command", name), slog.String("tenantId", id),
+		info, err := ask(r.Context(), id)
+		if err != nil {
+			s.fail(w, r, id, err)
+			return
+		}
+		if command != "" {
+			s.log.Info("admin_command", slog.String("command", command), slog.String("tenantId", id),
 				slog.String("remoteAddr", r.RemoteAddr))
 		}
+		writeJSON(w, http.StatusOK, info)
 	}
 }
 
-// answer asks the router msg, waiting up to timeout, and writes its answer;
-// who names the actor expected to answer, for the timeout message. It
-// reports whether the answer was a tenant's state or list.
-func (s *Server) answer(w http.ResponseWriter, who string, timeout time.Duration, msg any) bool {
-	res, err := s.opts.Root.RequestFuture(s.opts.Router, msg, timeout).Result()
-	if err != nil {
-		text := fmt.Sprintf("%s did not answer within %s", who, timeout)
-		if errors.Is(err, actor.ErrDeadLetter) {
-			text = "router is not running"
-		}
-		s.log.Warn("admin_ask_failed", slog.String("message", fmt.Sprintf("%T", msg)), slog.String("error", err.Error()))
-		writeError(w, http.StatusServiceUnavailable, text)
-		return false
-	}
-	switch res := res.(type) {
-	case *messages.TenantInfo:
-		writeJSON(w, http.StatusOK, res)
-		return true
-	case *messages.TenantList:
-		tenants := res.Tenants
-		if tenants == nil {
-			tenants = []messages.TenantInfo{}
-		}
-		writeJSON(w, http.StatusOK, tenantList{Tenants: tenants})
-		return true
-	case *messages.TenantNotFound:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q is not configured", res.TenantID))
+// fail answers a question that got no tenant state: 404 for a tenant that
+// is not configured, 503 with the reason when nobody answered in time, 500
+// for anything else.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, id string, err error) {
+	switch {
+	case errors.Is(err, messages.ErrUnknownTenant):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q is not configured", id))
+	case errors.Is(err, messages.ErrNoAnswer):
+		s.log.Warn("admin_ask_failed", slog.String("request", r.Pattern), slog.String("error", err.Error()))
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
-		s.log.Error("admin_unexpected_answer", slog.String("message", fmt.Sprintf("%T", msg)), slog.String("answer", fmt.Sprintf("%T", res)))
-		writeError(w, http.StatusInternalServerError, fmt.Sprintf("unexpected answer %T", res))
+		s.log.Error("admin_unexpected_answer", slog.String("request", r.Pattern), slog.String("error", err.Error()))
+		writeError(w, http.StatusInternalServerError, err.Error())
 	}
-	return false
 }
 
 // errorBody is every error response's body.

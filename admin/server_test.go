@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,94 +15,128 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/wadispatch/wadispatch/actors"
 	"github.com/wadispatch/wadispatch/admin"
 	"github.com/wadispatch/wadispatch/messages"
 )
 
 const testToken = "adm-7f3e9c1b5d2a4e6f8091"
 
-// stubRouter answers the admin messages the way the router does, from a
-// fixed set of tenants it owns (only its goroutine touches them).
-type stubRouter struct {
-	ids     []string
-	tenants map[string]*messages.TenantInfo
+// fakeTenants is an admin.Tenants whose methods call its Fn fields; a nil
+// field fails the test's request with a 500.
+type fakeTenants struct {
+	ListFn         func(ctx context.Context) ([]messages.TenantInfo, error)
+	GetFn          func(ctx context.Context, id string) (messages.TenantInfo, error)
+	PauseFn        func(ctx context.Context, id string) (messages.TenantInfo, error)
+	ResumeFn       func(ctx context.Context, id string) (messages.TenantInfo, error)
+	ResetBreakerFn func(ctx context.Context, id string) (messages.TenantInfo, error)
 }
 
-func newStubRouter() *stubRouter {
-	return &stubRouter{
-		ids: []string{"acme", "globex"},
-		tenants: map[string]*messages.TenantInfo{
-			"acme": {ID: "acme", Active: true, CircuitState: "OPEN", ConsecutiveFailures: 5,
-				TokensAvailable: 12, TokensMax: 80, Sent: 41, Failed: 2, LastError: "transient: HTTP 503"},
-			"globex": {ID: "globex", CircuitState: "CLOSED", TokensAvailable: 20, TokensMax: 20, Quarantined: true},
-		},
+var _ admin.Tenants = (*fakeTenants)(nil)
+
+var errNotFaked = errors.New("not faked")
+
+func (f *fakeTenants) List(ctx context.Context) ([]messages.TenantInfo, error) {
+	if f.ListFn == nil {
+		return nil, errNotFaked
+	}
+	return f.ListFn(ctx)
+}
+
+func (f *fakeTenants) Get(ctx context.Context, id string) (messages.TenantInfo, error) {
+	return call(ctx, f.GetFn, id)
+}
+
+func (f *fakeTenants) Pause(ctx context.Context, id string) (messages.TenantInfo, error) {
+	return call(ctx, f.PauseFn, id)
+}
+
+func (f *fakeTenants) Resume(ctx context.Context, id string) (messages.TenantInfo, error) {
+	return call(ctx, f.ResumeFn, id)
+}
+
+func (f *fakeTenants) ResetBreaker(ctx context.Context, id string) (messages.TenantInfo, error) {
+	return call(ctx, f.ResetBreakerFn, id)
+}
+
+func call(ctx context.Context, fn func(context.Context, string) (messages.TenantInfo, error), id string) (messages.TenantInfo, error) {
+	if fn == nil {
+		return messages.TenantInfo{}, errNotFaked
+	}
+	return fn(ctx, id)
+}
+
+// noAnswer is an error like the ones actors.Directory returns when nobody
+// answered in time.
+type noAnswer string
+
+func (e noAnswer) Error() string        { return string(e) }
+func (e noAnswer) Is(target error) bool { return target == messages.ErrNoAnswer }
+
+// silentTenants fails every question with text, as a stuck router would.
+func silentTenants(text string) *fakeTenants {
+	fail := func(context.Context, string) (messages.TenantInfo, error) {
+		return messages.TenantInfo{}, noAnswer(text)
+	}
+	return &fakeTenants{
+		ListFn:         func(context.Context) ([]messages.TenantInfo, error) { return nil, noAnswer(text) },
+		GetFn:          fail,
+		PauseFn:        fail,
+		ResumeFn:       fail,
+		ResetBreakerFn: fail,
 	}
 }
 
-func (r *stubRouter) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *messages.ListTenants:
-		list := &messages.TenantList{}
-		for _, id := range r.ids {
-			list.Tenants = append(list.Tenants, *r.tenants[id])
+// newTenants answers the way the router does, from a fixed set of tenants
+// whose state the commands change.
+func newTenants() *fakeTenants {
+	var mu sync.Mutex
+	ids := []string{"acme", "globex"}
+	tenants := map[string]*messages.TenantInfo{
+		"acme": {ID: "acme", Active: true, CircuitState: "OPEN", ConsecutiveFailures: 5,
+			TokensAvailable: 12, TokensMax: 80, Sent: 41, Failed: 2, LastError: "transient: HTTP 503"},
+		"globex": {ID: "globex", CircuitState: "CLOSED", TokensAvailable: 20, TokensMax: 20, Quarantined: true},
+	}
+	change := func(f func(*messages.TenantInfo)) func(context.Context, string) (messages.TenantInfo, error) {
+		return func(_ context.Context, id string) (messages.TenantInfo, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			t, ok := tenants[id]
+			if !ok {
+				// Bare, so the test proves the 404 text is the server's own.
+				return messages.TenantInfo{}, messages.ErrUnknownTenant
+			}
+			f(t)
+			return *t, nil
 		}
-		ctx.Respond(list)
-	case *messages.GetTenant:
-		r.respond(ctx, msg.TenantID, func(*messages.TenantInfo) {})
-	case *messages.ResetBreaker:
-		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) {
+	}
+	return &fakeTenants{
+		ListFn: func(context.Context) ([]messages.TenantInfo, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			var list []messages.TenantInfo
+			for _, id := range ids {
+				list = append(list, *tenants[id])
+			}
+			return list, nil
+		},
+		GetFn: change(func(*messages.TenantInfo) {}),
+		ResetBreakerFn: change(func(t *messages.TenantInfo) {
 			t.CircuitState, t.ConsecutiveFailures = "CLOSED", 0
-		})
-	case *messages.PauseTenant:
-		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) { t.Paused = true })
-	case *messages.ResumeTenant:
-		r.respond(ctx, msg.TenantID, func(t *messages.TenantInfo) { t.Paused, t.Quarantined = false, false })
+		}),
+		PauseFn:  change(func(t *messages.TenantInfo) { t.Paused = true }),
+		ResumeFn: change(func(t *messages.TenantInfo) { t.Paused, t.Quarantined = false, false }),
 	}
-}
-
-func (r *stubRouter) respond(ctx actor.Context, id string, change func(*messages.TenantInfo)) {
-	t, ok := r.tenants[id]
-	if !ok {
-		ctx.Respond(&messages.TenantNotFound{TenantID: id})
-		return
-	}
-	change(t)
-	info := *t
-	ctx.Respond(&info)
-}
-
-// silentRouter never answers.
-type silentRouter struct{}
-
-func (silentRouter) Receive(actor.Context) {}
-
-func newSystem(tb testing.TB) *actor.ActorSystem {
-	tb.Helper()
-	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.DiscardHandler)
-	}))
-	tb.Cleanup(system.Shutdown)
-	return system
-}
-
-// spawnRouter starts a stub router answering like the real one.
-func spawnRouter(tb testing.TB, system *actor.ActorSystem) *actor.PID {
-	tb.Helper()
-	return system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return newStubRouter() }))
 }
 
 // startServer starts a Server on a free loopback port and returns its base
-// URL; opts.Root and opts.Router default to a fresh system and stub router.
+// URL; opts.Tenants defaults to newTenants().
 func startServer(tb testing.TB, opts admin.Options) (*admin.Server, string) {
 	tb.Helper()
-	if opts.Root == nil {
-		system := newSystem(tb)
-		opts.Root, opts.Router = system.Root, spawnRouter(tb, system)
+	if opts.Tenants == nil {
+		opts.Tenants = newTenants()
 	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
@@ -294,71 +329,104 @@ func TestMetricsNotConfigured(t *testing.T) {
 	assert.Equal(t, "application/json", r.header.Get("Content-Type"))
 }
 
-func TestRouterThatDoesNotAnswer(t *testing.T) {
-	system := newSystem(t)
-	silent := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return silentRouter{} }))
-	const askTimeout = 100 * time.Millisecond
-	_, base := startServer(t, admin.Options{Root: system.Root, Router: silent, AskTimeout: askTimeout, ListTimeout: askTimeout})
+func TestTenantsThatDoNotAnswer(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	const reason = "tenant actor did not answer within 100ms"
+	_, base := startServer(t, admin.Options{Tenants: silentTenants(reason), Logger: logger})
 
-	for _, c := range []struct{ name, method, path, who string }{
-		{"ListIs503", http.MethodGet, "/v1/tenants", "router"},
-		{"GetIs503", http.MethodGet, "/v1/tenants/acme", "tenant actor"},
-		{"ResetIs503", http.MethodPost, "/v1/tenants/acme/breaker/reset", "tenant actor"},
-		{"PauseIs503", http.MethodPost, "/v1/tenants/acme/pause", "tenant actor"},
-		{"ResumeIs503", http.MethodPost, "/v1/tenants/acme/resume", "tenant actor"},
+	for _, c := range []struct{ name, method, path, pattern string }{
+		{"List", http.MethodGet, "/v1/tenants", "GET /v1/tenants"},
+		{"Get", http.MethodGet, "/v1/tenants/acme", "GET /v1/tenants/{id}"},
+		{"Reset", http.MethodPost, "/v1/tenants/acme/breaker/reset", "POST /v1/tenants/{id}/breaker/reset"},
+		{"Pause", http.MethodPost, "/v1/tenants/acme/pause", "POST /v1/tenants/{id}/pause"},
+		{"Resume", http.MethodPost, "/v1/tenants/acme/resume", "POST /v1/tenants/{id}/resume"},
 	} {
-		t.Run(c.name+"WithinTheAskTimeout", func(t *testing.T) {
-			start := time.Now()
+		t.Run(c.name+"Is503WithTheReason", func(t *testing.T) {
 			r := do(t, c.method, base+c.path, "")
-			elapsed := time.Since(start)
 			assert.Equal(t, http.StatusServiceUnavailable, r.status)
 			assert.Equal(t, "application/json", r.header.Get("Content-Type"))
-			assert.JSONEq(t, `{"error":"`+c.who+` did not answer within 100ms"}`, r.body)
-			assert.GreaterOrEqual(t, elapsed, askTimeout)
-			assert.Less(t, elapsed, time.Second)
+			assert.JSONEq(t, `{"error":"`+reason+`"}`, r.body)
+			assert.Contains(t, logs.String(), `"msg":"admin_ask_failed","request":"`+c.pattern+`","error":"`+reason+`"`)
 		})
 	}
-
-	t.Run("StoppedRouterIs503", func(t *testing.T) {
-		system := newSystem(t)
-		pid := spawnRouter(t, system)
-		require.NoError(t, system.Root.StopFuture(pid).Wait())
-		_, base := startServer(t, admin.Options{Root: system.Root, Router: pid, AskTimeout: askTimeout, ListTimeout: askTimeout})
-		r := do(t, http.MethodGet, base+"/v1/tenants", "")
-		assert.Equal(t, http.StatusServiceUnavailable, r.status)
-		assert.JSONEq(t, `{"error":"router is not running"}`, r.body)
-	})
+	assert.NotContains(t, logs.String(), "admin_command", "a command that got no answer is not audited")
 }
 
-// slowListRouter answers ListTenants after delay, as the router does while
-// it waits for a stuck tenant.
-type slowListRouter struct{ delay time.Duration }
-
-func (r slowListRouter) Receive(ctx actor.Context) {
-	if _, ok := ctx.Message().(*messages.ListTenants); ok {
-		sender, root := ctx.Sender(), ctx.ActorSystem().Root
-		time.AfterFunc(r.delay, func() {
-			root.Send(sender, &messages.TenantList{Tenants: []messages.TenantInfo{
-				{ID: "acme", Active: true, LastError: "no answer from tenant actor"},
-			}})
-		})
+func TestUnexpectedErrorIs500(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	odd := &fakeTenants{
+		ListFn: func(context.Context) ([]messages.TenantInfo, error) {
+			return nil, errors.New("unexpected answer *messages.TenantInfo")
+		},
+		GetFn: func(context.Context, string) (messages.TenantInfo, error) {
+			return messages.TenantInfo{}, errors.New("unexpected answer *messages.TenantList")
+		},
 	}
-}
-
-func TestListWaitsLongerThanOneTenant(t *testing.T) {
-	system := newSystem(t)
-	slow := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return slowListRouter{200 * time.Millisecond} }))
-	_, base := startServer(t, admin.Options{Root: system.Root, Router: slow,
-		AskTimeout: 100 * time.Millisecond, ListTimeout: 2 * time.Second})
+	_, base := startServer(t, admin.Options{Tenants: odd, Logger: logger})
 
 	r := do(t, http.MethodGet, base+"/v1/tenants", "")
-	require.Equal(t, http.StatusOK, r.status, r.body)
-	assert.Contains(t, r.body, "no answer from tenant actor")
+	assert.Equal(t, http.StatusInternalServerError, r.status)
+	assert.JSONEq(t, `{"error":"unexpected answer *messages.TenantInfo"}`, r.body)
+	r = do(t, http.MethodGet, base+"/v1/tenants/acme", "")
+	assert.Equal(t, http.StatusInternalServerError, r.status)
+	assert.JSONEq(t, `{"error":"unexpected answer *messages.TenantList"}`, r.body)
+	assert.Contains(t, logs.String(), `"level":"ERROR","msg":"admin_unexpected_answer","request":"GET /v1/tenants/{id}"`)
 }
 
-func TestDefaultTimeouts(t *testing.T) {
-	assert.Equal(t, 2*time.Second, admin.DefaultAskTimeout)
-	assert.Greater(t, admin.DefaultListTimeout, actors.AskTimeout, "the router's own wait for a tenant fits in the list's")
+func TestEmptyListIsAnEmptyArray(t *testing.T) {
+	none := &fakeTenants{ListFn: func(context.Context) ([]messages.TenantInfo, error) { return nil, nil }}
+	_, base := startServer(t, admin.Options{Tenants: none})
+	r := do(t, http.MethodGet, base+"/v1/tenants", "")
+	require.Equal(t, http.StatusOK, r.status, r.body)
+	assert.JSONEq(t, `{"tenants":[]}`, r.body)
+}
+
+type ctxKey struct{}
+
+// Each question gets the request's context, so a client that goes away
+// stops the wait, and the id exactly as the path has it.
+func TestQuestionsGetTheRequestContextAndID(t *testing.T) {
+	type question struct {
+		op, id string
+		value  any
+	}
+	asked := make(chan question, 1)
+	record := func(op string) func(context.Context, string) (messages.TenantInfo, error) {
+		return func(ctx context.Context, id string) (messages.TenantInfo, error) {
+			asked <- question{op, id, ctx.Value(ctxKey{})}
+			return messages.TenantInfo{ID: id}, nil
+		}
+	}
+	f := &fakeTenants{
+		ListFn: func(ctx context.Context) ([]messages.TenantInfo, error) {
+			asked <- question{"list", "", ctx.Value(ctxKey{})}
+			return nil, nil
+		},
+		GetFn: record("get"), PauseFn: record("pause"), ResumeFn: record("resume"), ResetBreakerFn: record("reset"),
+	}
+	s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Tenants: f})
+	require.NoError(t, err)
+
+	for _, c := range []struct{ method, path, op, id string }{
+		{http.MethodGet, "/v1/tenants", "list", ""},
+		{http.MethodGet, "/v1/tenants/a.b-c_9", "get", "a.b-c_9"},
+		{http.MethodPost, "/v1/tenants/acme/pause", "pause", "acme"},
+		{http.MethodPost, "/v1/tenants/acme/resume", "resume", "acme"},
+		{http.MethodPost, "/v1/tenants/acme/breaker/reset", "reset", "acme"},
+	} {
+		req := httptest.NewRequestWithContext(context.WithValue(context.Background(), ctxKey{}, c.path), c.method, c.path, nil)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		assert.Equal(t, http.StatusOK, rec.Code, c.path)
+		select {
+		case q := <-asked:
+			assert.Equal(t, question{c.op, c.id, c.path}, q)
+		default:
+			assert.Fail(t, "not asked", c.path)
+		}
+	}
 }
 
 func TestAuth(t *testing.T) {
@@ -444,8 +512,7 @@ func (w *syncBuffer) String() string {
 }
 
 func TestNew(t *testing.T) {
-	system := newSystem(t)
-	router := spawnRouter(t, system)
+	tenants := newTenants()
 
 	for _, c := range []struct {
 		name, addr, token string
@@ -462,7 +529,7 @@ func TestNew(t *testing.T) {
 		{"AcceptsLocalhostWithoutToken", "localhost:8081", "", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := admin.New(admin.Options{Addr: c.addr, Token: c.token, Root: system.Root, Router: router})
+			s, err := admin.New(admin.Options{Addr: c.addr, Token: c.token, Tenants: tenants})
 			if c.wantErr == nil {
 				require.NoError(t, err)
 				assert.NotNil(t, s)
@@ -477,24 +544,23 @@ func TestNew(t *testing.T) {
 	}
 
 	t.Run("TokenErrorSaysWhatToDo", func(t *testing.T) {
-		_, err := admin.New(admin.Options{Addr: "0.0.0.0:8081", Root: system.Root, Router: router})
+		_, err := admin.New(admin.Options{Addr: "0.0.0.0:8081", Tenants: tenants})
 		require.Error(t, err)
 		assert.Equal(t, "ADMIN_TOKEN is required because ADMIN_ADDR 0.0.0.0:8081 listens beyond loopback; "+
 			"set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off", err.Error())
 	})
 
-	t.Run("RefusesMissingRouter", func(t *testing.T) {
-		_, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root})
-		assert.Error(t, err)
+	t.Run("RefusesMissingTenants", func(t *testing.T) {
+		_, err := admin.New(admin.Options{Addr: "127.0.0.1:0"})
+		assert.EqualError(t, err, "admin: Options.Tenants is required")
 	})
 }
 
 func TestStartAndShutdown(t *testing.T) {
-	system := newSystem(t)
-	router := spawnRouter(t, system)
+	tenants := newTenants()
 
 	t.Run("AddrIsTheRealPort", func(t *testing.T) {
-		s, base := startServer(t, admin.Options{Root: system.Root, Router: router})
+		s, base := startServer(t, admin.Options{Tenants: tenants})
 		assert.NotEqual(t, "127.0.0.1:0", s.Addr())
 		assert.Equal(t, http.StatusOK, do(t, http.MethodGet, base+"/healthz", "").status)
 	})
@@ -503,7 +569,7 @@ func TestStartAndShutdown(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = ln.Close() })
-		s, err := admin.New(admin.Options{Addr: ln.Addr().String(), Root: system.Root, Router: router})
+		s, err := admin.New(admin.Options{Addr: ln.Addr().String(), Tenants: tenants})
 		require.NoError(t, err)
 		err = s.Start()
 		require.Error(t, err)
@@ -512,12 +578,12 @@ func TestStartAndShutdown(t *testing.T) {
 	})
 
 	t.Run("SecondStartFails", func(t *testing.T) {
-		s, _ := startServer(t, admin.Options{Root: system.Root, Router: router})
+		s, _ := startServer(t, admin.Options{Tenants: tenants})
 		assert.ErrorIs(t, s.Start(), admin.ErrAlreadyStarted)
 	})
 
 	t.Run("ShutdownStopsServing", func(t *testing.T) {
-		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router})
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Tenants: tenants})
 		require.NoError(t, err)
 		require.NoError(t, s.Start())
 		addr := s.Addr()
@@ -529,13 +595,13 @@ func TestStartAndShutdown(t *testing.T) {
 	})
 
 	t.Run("ShutdownBeforeStartIsNoop", func(t *testing.T) {
-		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router})
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Tenants: tenants})
 		require.NoError(t, err)
 		assert.NoError(t, s.Shutdown(context.Background()))
 	})
 
 	t.Run("HandlerServesWithoutStart", func(t *testing.T) {
-		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Root: system.Root, Router: router, Token: testToken})
+		s, err := admin.New(admin.Options{Addr: "127.0.0.1:0", Tenants: tenants, Token: testToken})
 		require.NoError(t, err)
 		req, err := http.NewRequest(http.MethodGet, "/v1/tenants/acme", nil)
 		require.NoError(t, err)

@@ -1,6 +1,7 @@
 // Package config loads and validates wadispatch's configuration: the settings
 // of `wadispatch run` (environment variables, each with a matching flag that
-// wins over it) and the tenants file, as the design's section 2 specifies.
+// wins over it) and the tenants file, as docs/contract.md (Configuration)
+// specifies.
 //
 // It returns one validated Config value, and an error that matches ErrConfig,
 // is one line long, names the file, tenant and field, says what to do, and
@@ -16,9 +17,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wadispatch/wadispatch/logging"
 )
 
 // ErrConfig matches (with errors.Is) every error Load, LoadTenants and
@@ -168,9 +170,11 @@ func (c Config) validateSettings() error {
 	case c.BackpressureLow >= c.BackpressureHigh:
 		return newError(nil, "BACKPRESSURE_LOW must be below BACKPRESSURE_HIGH (got low %d, high %d)",
 			c.BackpressureLow, c.BackpressureHigh)
-	case c.AdminEnabled() && c.AdminToken == "" && !IsLoopbackAddr(c.AdminAddr):
-		return newError(nil, "ADMIN_TOKEN is required because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
-			c.AdminAddr)
+	}
+	if c.AdminEnabled() {
+		if err := CheckAdminToken(c.AdminAddr, c.AdminToken); err != nil {
+			return newError(err, "%s", err)
+		}
 	}
 	return nil
 }
@@ -190,27 +194,21 @@ func (c Config) AdminEnabled() bool {
 	return c.AdminAddr != "" && c.AdminAddr != adminOff
 }
 
-// AMQPPassword returns the broker password of AMQPURL ("" if none), so that
-// the caller can register it with the log redaction.
-func (c Config) AMQPPassword() string {
-	u, err := url.Parse(c.AMQPURL)
-	if err != nil || u.User == nil {
-		return ""
-	}
-	p, _ := u.User.Password()
-	return p
-}
+// AMQPPassword returns the broker password of AMQPURL, decoded ("" if
+// none), so that the caller can register it with the log redaction; it is
+// logging.PasswordFromURL's answer (logging.URLPasswords gives every form).
+func (c Config) AMQPPassword() string { return logging.PasswordFromURL(c.AMQPURL) }
 
 // Redacted is a human summary of c, one setting a line, with the broker
-// password and the admin token replaced by "****".
+// password (see logging.RedactURL) and the admin token replaced by "****".
 func (c Config) Redacted() string {
 	var b strings.Builder
 	line := func(k string, v any) { fmt.Fprintf(&b, "%-22s %v\n", k, v) }
-	line("AMQP_URL", redactURL(c.AMQPURL))
+	line("AMQP_URL", logging.RedactURL(c.AMQPURL))
 	line("AMQP_QUEUE", c.Queue)
 	line("RESULTS_EXCHANGE", c.ResultsExchange)
 	line("TENANTS_FILE", c.TenantsFile)
-	line("META_BASE_URL", redactURL(c.MetaBaseURL))
+	line("META_BASE_URL", logging.RedactURL(c.MetaBaseURL))
 	line("META_API_VERSION", c.MetaAPIVersion)
 	line("META_TIMEOUT", c.MetaTimeout)
 	if c.AdminEnabled() {
@@ -237,11 +235,11 @@ func (c Config) Redacted() string {
 // LogValue makes c loggable with slog without its secrets.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("amqpUrl", redactURL(c.AMQPURL)),
+		slog.String("amqpUrl", logging.RedactURL(c.AMQPURL)),
 		slog.String("queue", c.Queue),
 		slog.String("resultsExchange", c.ResultsExchange),
 		slog.String("tenantsFile", c.TenantsFile),
-		slog.String("metaBaseUrl", redactURL(c.MetaBaseURL)),
+		slog.String("metaBaseUrl", logging.RedactURL(c.MetaBaseURL)),
 		slog.String("metaApiVersion", c.MetaAPIVersion),
 		slog.Duration("metaTimeout", c.MetaTimeout),
 		slog.String("adminAddr", c.AdminAddr),

@@ -343,9 +343,14 @@ func TestAdminTokenRequirement(t *testing.T) {
 		e := baseEnv(t)
 		e["ADMIN_ADDR"] = tt.addr
 		_, err := config.Load(e.get, nil, io.Discard)
+		assert.Equal(t, tt.needToken, config.CheckAdminToken(tt.addr, "") != nil, tt.addr)
+		assert.NoError(t, config.CheckAdminToken(tt.addr, adminSecret), tt.addr)
 		if tt.needToken {
 			assertOneLineNoSecret(t, err)
-			assert.Contains(t, err.Error(), "ADMIN_TOKEN is required", tt.addr)
+			assert.ErrorIs(t, err, config.ErrConfig, tt.addr)
+			assert.ErrorIs(t, err, config.ErrAdminTokenRequired, tt.addr)
+			assert.Equal(t, "ADMIN_TOKEN is required because ADMIN_ADDR "+tt.addr+" listens beyond loopback; "+
+				"set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off", err.Error())
 			e["ADMIN_TOKEN"] = adminSecret
 			_, err = config.Load(e.get, nil, io.Discard)
 		}

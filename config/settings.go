@@ -13,6 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wadispatch/wadispatch/logging"
+	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
 // adminOff is the ADMIN_ADDR value that disables the admin listener.
@@ -38,8 +41,9 @@ type setting struct {
 	set   func(c *Config, raw string) error
 }
 
-// settings lists the settings in the order of the design's table, which is
-// also the order of the usage text and of error checking.
+// settings lists the settings in the order of the configuration table of
+// docs/contract.md, which is also the order of the usage text and of error
+// checking.
 func settings() []setting {
 	return []setting{
 		{"AMQP_URL", "amqp-url", "URL", "amqp://guest:guest@127.0.0.1:5672/",
@@ -60,13 +64,13 @@ func settings() []setting {
 				}
 				return nil
 			}},
-		{"META_BASE_URL", "meta-base-url", "URL", "https://graph.facebook.com",
+		{"META_BASE_URL", "meta-base-url", "URL", whatsapp.DefaultBaseURL,
 			"Graph API base URL, http:// or https://",
 			func(c *Config, raw string) error { c.MetaBaseURL = raw; return checkHTTPURL(raw) }},
 		{"META_API_VERSION", "meta-api-version", "VERSION", "v23.0",
 			"Graph API version, like v23.0",
 			func(c *Config, raw string) error { c.MetaAPIVersion = raw; return checkAPIVersion(raw) }},
-		{"META_TIMEOUT", "meta-timeout", "DURATION", "10s",
+		{"META_TIMEOUT", "meta-timeout", "DURATION", whatsapp.DefaultTimeout.String(),
 			"timeout of one request to the Graph API",
 			func(c *Config, raw string) (err error) { c.MetaTimeout, err = parsePositive(raw); return err }},
 		{"ADMIN_ADDR", "admin-addr", "HOST:PORT", "127.0.0.1:8081",
@@ -192,7 +196,7 @@ func checkAMQPURL(raw string) error {
 		return fmt.Errorf("scheme must be amqp or amqps (got %q)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return fmt.Errorf("has no host: %s", redactURL(raw))
+		return fmt.Errorf("has no host: %s", logging.RedactURL(raw))
 	}
 	return nil
 }
@@ -209,7 +213,7 @@ func checkHTTPURL(raw string) error {
 		return fmt.Errorf("scheme must be http or https (got %q)", u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("has no host: %s", redactURL(raw))
+		return fmt.Errorf("has no host: %s", logging.RedactURL(raw))
 	}
 	return nil
 }
@@ -247,9 +251,26 @@ func checkAdminAddr(raw string) error {
 	return nil
 }
 
+// ErrAdminTokenRequired is matched by CheckAdminToken's error.
+var ErrAdminTokenRequired = errors.New("ADMIN_TOKEN is required")
+
+// CheckAdminToken is the rule that the admin API needs a token unless it
+// listens on loopback only: it returns nil when token is set or addr is
+// loopback (IsLoopbackAddr), else a one-line error that matches
+// ErrAdminTokenRequired and says what to do. Validate applies it to an
+// enabled ADMIN_ADDR; admin.New applies it again to the address it is given.
+func CheckAdminToken(addr, token string) error {
+	if token != "" || IsLoopbackAddr(addr) {
+		return nil
+	}
+	return fmt.Errorf("%w because ADMIN_ADDR %s listens beyond loopback; set ADMIN_TOKEN, or bind ADMIN_ADDR to 127.0.0.1, or set it to off",
+		ErrAdminTokenRequired, addr)
+}
+
 // IsLoopbackAddr reports whether the host of a host:port address is
 // loopback (127.0.0.0/8, ::1, localhost). An empty host listens on every
-// interface, so it is not. The admin API needs a token unless it is.
+// interface, so it is not. The admin API needs a token unless it is
+// (CheckAdminToken).
 func IsLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -262,28 +283,19 @@ func IsLoopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-var logLevels = map[string]slog.Level{
-	"debug": slog.LevelDebug,
-	"info":  slog.LevelInfo,
-	"warn":  slog.LevelWarn,
-	"error": slog.LevelError,
-}
-
 func parseLogLevel(raw string) (slog.Level, error) {
-	l, ok := logLevels[strings.ToLower(raw)]
-	if !ok {
-		return 0, fmt.Errorf("must be debug, info, warn or error (got %q)", raw)
+	l, err := logging.ParseLevel(raw)
+	if err != nil {
+		return 0, fmt.Errorf("must be %s (got %q)", logging.LevelNames, raw)
 	}
 	return l, nil
 }
 
 func checkLogLevel(l slog.Level) error {
-	for _, known := range logLevels {
-		if l == known {
-			return nil
-		}
+	if !logging.ValidLevel(l) {
+		return fmt.Errorf("must be %s (got %s)", logging.LevelNames, l)
 	}
-	return fmt.Errorf("must be debug, info, warn or error (got %s)", l)
+	return nil
 }
 
 func parseInt(raw string, least int) (int, error) {
@@ -329,34 +341,4 @@ func checkPositive(d time.Duration) error {
 		return fmt.Errorf("must be > 0 (got %s)", d)
 	}
 	return nil
-}
-
-// redactURL returns raw with the password of its user info replaced by
-// "****". It never returns the password, even for a URL that does not parse.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err == nil {
-		if u.User == nil {
-			return raw
-		}
-		if _, has := u.User.Password(); !has {
-			return raw
-		}
-		// UserPassword would percent-encode the stars; put them in afterwards.
-		const placeholder = "PASSWORDREDACTED"
-		u.User = url.UserPassword(u.User.Username(), placeholder)
-		return strings.Replace(u.String(), ":"+placeholder+"@", ":****@", 1)
-	}
-	// Unparseable: hide everything between the user name and the last '@'
-	// of the authority, where a password would be.
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return "****"
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	user, _, _ := strings.Cut(rest[:at], ":")
-	return scheme + "://" + user + ":****" + rest[at:]
 }

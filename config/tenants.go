@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wadispatch/wadispatch/messages"
 )
 
 var (
-	tenantIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
-	digitsRE   = regexp.MustCompile(`^[0-9]+$`)
-	envNameRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+	digitsRE  = regexp.MustCompile(`^[0-9]+$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 )
 
 // maxTokenFileName bounds the file name of access_token_file, so that a token
@@ -165,9 +166,8 @@ func validateTenants(file string, tenants []Tenant, getenv func(string) string) 
 		switch {
 		case t.ID == "":
 			return newError(nil, "%s: tenants[%d]: id is required", file, i)
-		case !tenantIDRE.MatchString(t.ID):
-			return newError(nil, "%s: tenants[%d]: id %q must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
-				file, i, t.ID)
+		case !messages.ValidTenantID(t.ID):
+			return newError(nil, "%s: tenants[%d]: id %q must be %s", file, i, t.ID, messages.TenantIDRule)
 		}
 		if j, dup := first[t.ID]; dup {
 			return newError(nil, "%s: tenants[%d]: id %q is a duplicate of tenants[%d]; tenant ids must be unique", file, i, t.ID, j)
@@ -226,7 +226,8 @@ func checkPolicy(p policy) error {
 // ReadToken returns the tenant's access token, read now from its environment
 // variable (through getenv) or its file, with surrounding white space trimmed.
 // Call it again to pick up a rotated token file. Its errors name the variable
-// or the file, never the token.
+// or the file, never the token. It is the one reader of token sources: the
+// worker's cached token (whatsapp.NewTokenSource) reads through it too.
 func (t Tenant) ReadToken(getenv func(string) string) (string, error) {
 	if t.AccessTokenEnv != "" {
 		tok := strings.TrimSpace(getenv(t.AccessTokenEnv))

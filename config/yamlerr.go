@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wadispatch/wadispatch/messages"
 )
 
 // yaml.v3 reports decoding problems as "line N: ..." strings naming Go types.
@@ -135,7 +137,7 @@ func (idx *lineIndex) walk(n *yaml.Node, path []string) {
 			idx.entries = append(idx.entries,
 				lineEntry{line: k.Line, path: p, isKey: true},
 				lineEntry{line: v.Line, path: p, kind: v.Kind, value: v.Value})
-			if len(path) == 2 && path[0] == "tenants" && k.Value == "id" && tenantIDRE.MatchString(v.Value) {
+			if len(path) == 2 && path[0] == "tenants" && k.Value == "id" && messages.ValidTenantID(v.Value) {
 				if i, err := strconv.Atoi(strings.Trim(path[1], "[]")); err == nil {
 					idx.ids[i] = v.Value
 				}

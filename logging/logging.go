@@ -25,7 +25,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
+
+	"github.com/wadispatch/wadispatch/messages"
 )
 
 // Keys the handler writes on every line.
@@ -35,10 +36,6 @@ const (
 	keyService   = "service"
 	keyVersion   = "version"
 )
-
-// TimestampFormat is RFC 3339 with milliseconds; timestamps are in UTC, so
-// the zone is always "Z".
-const TimestampFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // Defaults for Options.
 const (
@@ -59,8 +56,12 @@ type Options struct {
 	Secrets *Secrets     // secrets to scrub; may be nil (keys are still redacted)
 }
 
+// LevelNames names the levels ParseLevel accepts, for messages.
+const LevelNames = "debug, info, warn or error"
+
 // ParseLevel parses a LOG_LEVEL value: debug, info, warn or error, in any
-// case, surrounding spaces ignored.
+// case, surrounding spaces ignored. It is the one definition of LOG_LEVEL's
+// values; config parses the setting with it.
 func ParseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "debug":
@@ -72,7 +73,16 @@ func ParseLevel(s string) (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	}
-	return 0, fmt.Errorf("%w %q: use debug, info, warn or error", ErrUnknownLevel, s)
+	return 0, fmt.Errorf("%w %q: use %s", ErrUnknownLevel, s, LevelNames)
+}
+
+// ValidLevel reports whether l is one of the levels ParseLevel returns.
+func ValidLevel(l slog.Level) bool {
+	switch l {
+	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
+		return true
+	}
+	return false
 }
 
 // New returns a logger writing through NewHandler(w, opts).
@@ -117,8 +127,9 @@ func replaceBuiltin(groups []string, a slog.Attr) slog.Attr {
 	switch a.Key {
 	case slog.TimeKey:
 		if a.Value.Kind() == slog.KindTime {
-			var buf [len(TimestampFormat)]byte
-			return slog.String(keyTimestamp, string(appendTimestamp(buf[:0], a.Value.Time())))
+			// The contract's instant: RFC 3339, UTC, milliseconds.
+			var buf [len(messages.TimeLayout)]byte
+			return slog.String(keyTimestamp, string(messages.AppendTime(buf[:0], a.Value.Time())))
 		}
 	case slog.LevelKey:
 		// As a string: handed over as a slog.Level, the JSON handler would
@@ -130,42 +141,6 @@ func replaceBuiltin(groups []string, a slog.Attr) slog.Attr {
 		a.Key = keyEvent
 	}
 	return a
-}
-
-// appendTimestamp appends t in UTC as TimestampFormat, without the layout
-// parsing of time.Format (a third of the line's cost otherwise).
-func appendTimestamp(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(b, TimestampFormat)
-	}
-	hour, minute, sec := t.Clock()
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, minute, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sec, 2)
-	b = append(b, '.')
-	b = appendDigits(b, t.Nanosecond()/int(time.Millisecond), 3)
-	return append(b, 'Z')
-}
-
-// appendDigits appends n (0 <= n < 10^width) zero-padded to width digits.
-func appendDigits(b []byte, n, width int) []byte {
-	start := len(b)
-	b = append(b, "0000"[:width]...)
-	for i := len(b) - 1; i >= start; i-- {
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return b
 }
 
 // root is what all handlers derived from one NewHandler share.

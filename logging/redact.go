@@ -310,9 +310,12 @@ func (r redactor) value(v any, depth int) (out any) {
 	case time.Duration:
 		return int64(x)
 	case *url.URL:
-		return r.set.scrub(x.Redacted())
+		if x == nil {
+			return nil
+		}
+		return r.set.scrub(RedactURL(x.String()))
 	case url.URL:
-		return r.set.scrub(x.Redacted())
+		return r.set.scrub(RedactURL(x.String()))
 	case slog.LogValuer:
 		return r.slogValue(slog.AnyValue(x).Resolve(), depth)
 	case slog.Value:

@@ -308,7 +308,7 @@ func TestRedaction(t *testing.T) {
 				u, _ := url.Parse("amqp://guest:" + canary + "@127.0.0.1:5672/")
 				l.Info("broker_connected", "url", u)
 			},
-			want: map[string]any{"url": "amqp://guest:xxxxx@127.0.0.1:5672/"},
+			want: map[string]any{"url": "amqp://guest:****@127.0.0.1:5672/"},
 		},
 		{
 			name: "ScrubsSecretInKeys",

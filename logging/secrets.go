@@ -354,14 +354,45 @@ func PasswordFromURL(raw string) string {
 	return p
 }
 
-// RedactURL is raw with its password replaced, for a message that names a
-// broker; a URL net/url rejects is not quoted at all.
+// URLPasswordMask is what RedactURL puts in place of a password.
+const URLPasswordMask = "****"
+
+// RedactURL is raw with the password of its user info replaced by
+// URLPasswordMask, for a message or a summary that names a broker (or any
+// URL). It never returns the password, even for a URL that net/url
+// rejects: then everything between the user name and the last '@' of raw,
+// where a password would be, is masked (see rawPassword). It is the one
+// redaction of URLs: config's summaries and errors and logged *url.URL
+// values go through it.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
+	if err == nil {
+		if u.User == nil {
+			if at := strings.LastIndex(u.Opaque, "@"); at >= 0 {
+				// "user:password@host" parses as scheme "user" and an
+				// opaque rest, the password in it.
+				return u.Scheme + ":" + URLPasswordMask + u.Opaque[at:]
+			}
+			return raw
+		}
+		if _, has := u.User.Password(); !has {
+			return raw
+		}
+		// UserPassword would percent-encode the mask; put it in afterwards.
+		const placeholder = "PASSWORDREDACTED"
+		u.User = url.UserPassword(u.User.Username(), placeholder)
+		return strings.Replace(u.String(), ":"+placeholder+"@", ":"+URLPasswordMask+"@", 1)
 	}
-	return u.Redacted()
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return URLPasswordMask
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	return scheme + "://" + user + ":" + URLPasswordMask + rest[at:]
 }
 
 // URLPasswords returns every form in which the password of raw can show up

@@ -243,9 +243,15 @@ func TestURLPasswords(t *testing.T) {
 
 func TestRedactURL(t *testing.T) {
 	tests := []struct{ name, in, want string }{
-		{"ReplacesThePassword", "amqp://user:s3cr3t@broker:5672/vhost", "amqp://user:xxxxx@broker:5672/vhost"},
+		{"ReplacesThePassword", "amqp://user:s3cr3t@broker:5672/vhost", "amqp://user:****@broker:5672/vhost"},
+		{"ReplacesAnEncodedPassword", "amqp://u:p%40ss%2Fw%23rd@host/", "amqp://u:****@host/"},
+		{"ReplacesAnEmptyPassword", "amqp://user:@broker/", "amqp://user:****@broker/"},
 		{"LeavesAURLWithoutOne", "amqp://broker:5672/", "amqp://broker:5672/"},
-		{"NeverQuotesAnUnparsableURL", "amqp://user:p%zz@broker", "(unparsable URL)"},
+		{"LeavesAUserWithoutPassword", "amqp://user@broker:5672/", "amqp://user@broker:5672/"},
+		{"MasksThePasswordOfAnUnparsableURL", "amqp://user:p%zz@broker", "amqp://user:****@broker"},
+		{"MasksUpToTheLastAtOfAnUnparsableURL", "amqp://user:p@ss@broker/v", "amqp://user:****@broker/v"},
+		{"MasksAllOfAnUnparsableURLWithoutScheme", ":s3cr3t@broker", "****"},
+		{"MasksThePasswordOfAURLWithoutSlashes", "user:s3cr3t@broker", "user:****@broker"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

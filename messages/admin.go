@@ -1,6 +1,21 @@
 package messages
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors of a question about tenants, for whoever asks them through an
+// interface rather than by message (the admin API, metrics).
+var (
+	// ErrUnknownTenant: the question named no configured tenant (the
+	// router answered *TenantNotFound).
+	ErrUnknownTenant = errors.New("tenant is not configured")
+	// ErrNoAnswer: the router or the tenant's actor did not answer in time,
+	// or is not running; the error's text says which.
+	ErrNoAnswer = errors.New("no answer")
+)
 
 // ListTenants asks the router for every configured tenant's TenantInfo; the
 // answer is a *TenantList.
@@ -19,8 +34,17 @@ type PauseTenant struct{ TenantID string }
 // ResumeTenant undoes PauseTenant and lifts a crash quarantine.
 type ResumeTenant struct{ TenantID string }
 
-// TenantNotFound answers an admin message naming no configured tenant.
+// TenantNotFound answers an admin message naming no configured tenant. As
+// an error it reads `tenant "<id>" is not configured` and matches
+// ErrUnknownTenant.
 type TenantNotFound struct{ TenantID string }
+
+func (e *TenantNotFound) Error() string {
+	return fmt.Sprintf("tenant %q is not configured", e.TenantID)
+}
+
+// Is makes errors.Is(err, ErrUnknownTenant) true for a *TenantNotFound.
+func (e *TenantNotFound) Is(target error) bool { return target == ErrUnknownTenant }
 
 // TenantList answers ListTenants, ordered by tenant id.
 type TenantList struct{ Tenants []TenantInfo }

@@ -25,12 +25,20 @@ const (
 	ReasonPoison           = "poison"
 )
 
-// tenantIDPattern is the form the contract requires of a tenant id, as
-// quoted in errors; ValidTenantID checks it without a regexp, since it runs
+// TenantIDPattern is the form the contract requires of a tenant id, in a
+// job and in the tenants file alike; TenantIDRule says it in words, for
+// error messages. ValidTenantID checks it without a regexp, since it runs
 // on every delivery.
-var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+const (
+	TenantIDPattern = `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`
+	TenantIDRule    = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+)
 
-// ValidTenantID reports whether id has the form the contract requires.
+// tenantIDPattern is TenantIDPattern compiled, as quoted in job errors.
+var tenantIDPattern = regexp.MustCompile(TenantIDPattern)
+
+// ValidTenantID reports whether id has the form the contract requires
+// (TenantIDPattern). It is the one check of a tenant id.
 func ValidTenantID(id string) bool {
 	if len(id) == 0 || len(id) > 64 {
 		return false

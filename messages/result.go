@@ -1,9 +1,6 @@
 package messages
 
-import (
-	"encoding/json"
-	"time"
-)
+import "encoding/json"
 
 // Result statuses; each is also the routing key of its result event.
 const (
@@ -27,9 +24,6 @@ type Result struct {
 	Reason       string          `json:"reason,omitempty"`
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
 }
-
-// FormatTime renders t as the contract's result timestamp (RFC 3339, UTC, ms).
-func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
 
 // Marshal encodes the result; a Result always encodes.
 func (r Result) Marshal() []byte {

@@ -13,15 +13,17 @@ import (
 	"github.com/wadispatch/wadispatch/messages"
 )
 
-// ScrapeTimeout bounds how long a scrape waits for the tenant source. The
-// router waits up to actors.AskTimeout for each tenant before it answers a
-// ListTenants, marking the silent ones; a second more lets one stuck tenant
-// cost its own gauges rather than everyone's.
-const ScrapeTimeout = actors.AskTimeout + time.Second
+// ScrapeTimeout bounds how long a scrape waits for the tenants' state: as
+// long as the worker's list of tenants may take (actors.ListTimeout), so one
+// stuck tenant costs its own gauges rather than everyone's.
+const ScrapeTimeout = actors.ListTimeout
 
-// TenantSource returns every configured tenant's state; it should honour
-// ctx, but a scrape does not wait for it past ScrapeTimeout either way.
-type TenantSource func(ctx context.Context) ([]messages.TenantInfo, error)
+// TenantLister is what a scrape asks about tenants: every configured
+// tenant's state (the worker's is actors.Directory). It should honour ctx,
+// but a scrape does not wait for it past ScrapeTimeout either way.
+type TenantLister interface {
+	List(ctx context.Context) ([]messages.TenantInfo, error)
+}
 
 // breakerStates are the label values of wadispatch_breaker_state, in the
 // lower case of actors.BreakerState's names.
@@ -36,7 +38,7 @@ type tenantCollector struct {
 	tenants map[string]struct{} // read-only
 
 	mu      sync.Mutex
-	source  TenantSource
+	source  TenantLister
 	timeout time.Duration
 
 	breakerState    *prometheus.Desc
@@ -70,7 +72,7 @@ func newTenantCollector(tenants map[string]struct{}) *tenantCollector {
 	}
 }
 
-func (c *tenantCollector) setSource(src TenantSource) {
+func (c *tenantCollector) setSource(src TenantLister) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.source = src
@@ -113,14 +115,14 @@ type readResult struct {
 	err   error
 }
 
-// read calls src on its own goroutine so that a source ignoring ctx still
+// read calls src.List on its own goroutine so that a source ignoring ctx still
 // cannot hold the scrape past timeout.
-func (c *tenantCollector) read(src TenantSource, timeout time.Duration) ([]messages.TenantInfo, error) {
+func (c *tenantCollector) read(src TenantLister, timeout time.Duration) ([]messages.TenantInfo, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	done := make(chan readResult, 1)
 	go func() {
-		infos, err := src(ctx)
+		infos, err := src.List(ctx)
 		done <- readResult{infos, err}
 	}()
 	select {

@@ -3,7 +3,7 @@
 //
 // Metrics is the actors' Observer (job outcomes, deferrals, send latency,
 // restarts), holds the gauges the worker sets (prefetch, queue depth, broker
-// readiness), and at scrape time asks a TenantSource for each tenant's
+// readiness), and at scrape time asks a TenantLister for each tenant's
 // breaker, tokens and pause state. Tenant labels are limited to the
 // configured tenants; any other id is recorded as "_unknown", so job input
 // can never grow the number of series.
@@ -148,7 +148,9 @@ func New(tenants []string) *Metrics {
 // Handler serves the registry in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler { return m.handler }
 
-// tenant is id if it is configured, else UnknownTenant.
+// tenant is id if it is configured, else UnknownTenant. Every Observer
+// method maps its tenant id through it, so callers (the actors) pass ids as
+// they are and need no mapping of their own.
 func (m *Metrics) tenant(id string) string {
 	if _, ok := m.tenants[id]; ok {
 		return id
@@ -194,7 +196,6 @@ func (m *Metrics) SetReady(ready bool) {
 	m.brokerReady.Set(v)
 }
 
-// SetTenantSource sets where scrapes read each tenant's state from,
-// typically a ListTenants ask of the router. Until it is set, the per-tenant
-// state gauges are absent.
-func (m *Metrics) SetTenantSource(src TenantSource) { m.state.setSource(src) }
+// SetTenants sets where scrapes read each tenant's state from (the worker's
+// actors.Directory). Until it is set, the per-tenant state gauges are absent.
+func (m *Metrics) SetTenants(src TenantLister) { m.state.setSource(src) }

@@ -169,9 +169,9 @@ func TestUnconfiguredTenant(t *testing.T) {
 	m.Deferred(intruder, "busy")
 	m.SendLatency(intruder, time.Second)
 	m.TenantRestarted(intruder)
-	m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+	m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 		return []messages.TenantInfo{{ID: intruder, CircuitState: "OPEN", TokensMax: 1}}, nil
-	})
+	}))
 	s := scrapeOver(t, m)
 
 	t.Run("IsRecordedUnderUnknown", func(t *testing.T) {
@@ -236,14 +236,14 @@ func TestTenantState(t *testing.T) {
 
 	t.Run("GaugesFollowTheSource", func(t *testing.T) {
 		m := metrics.New(configured)
-		m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+		m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 			return []messages.TenantInfo{
 				{ID: "acme", CircuitState: "OPEN", TokensAvailable: 12.5, TokensMax: 80, Paused: true,
 					LastError: "auth: token " + secret + " rejected"},
 				{ID: "globex", CircuitState: "HALF_OPEN", TokensAvailable: 0, TokensMax: 20, Quarantined: true},
 				{ID: "acme", CircuitState: "CLOSED"}, // a duplicate is ignored, not a scrape failure
 			}, nil
-		})
+		}))
 		s := scrapeOver(t, m)
 		for _, c := range []struct {
 			tenant, state string
@@ -274,9 +274,9 @@ func TestTenantState(t *testing.T) {
 
 	t.Run("SourceErrorEmitsWhatItGotAndCountsAnError", func(t *testing.T) {
 		m := metrics.New(configured)
-		m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+		m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 			return []messages.TenantInfo{{ID: "acme", CircuitState: "CLOSED", TokensMax: 80}}, errors.New("globex did not answer")
-		})
+		}))
 		s := scrapeOver(t, m)
 		assert.Equal(t, 1.0, s.value(t, "wadispatch_breaker_state", l("tenant", "acme", "state", "closed")))
 		_, ok := s.metric("wadispatch_breaker_state", l("tenant", "globex"))
@@ -286,12 +286,12 @@ func TestTenantState(t *testing.T) {
 
 	t.Run("TenantWithoutStateIsLeftOutAndCounted", func(t *testing.T) {
 		m := metrics.New(configured)
-		m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+		m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 			return []messages.TenantInfo{
 				{ID: "acme", CircuitState: "CLOSED", TokensMax: 80},
 				{ID: "globex", Active: true, LastError: "no answer from tenant actor"},
 			}, nil
-		})
+		}))
 		s := scrapeOver(t, m)
 		_, ok := s.metric("wadispatch_tokens_max", l("tenant", "globex"))
 		assert.False(t, ok)
@@ -304,10 +304,10 @@ func TestTenantState(t *testing.T) {
 		m.SetScrapeTimeout(100 * time.Millisecond)
 		release := make(chan struct{})
 		t.Cleanup(func() { close(release) })
-		m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+		m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 			<-release // ignores ctx on purpose
 			return nil, nil
-		})
+		}))
 		m.JobOutcome("acme", messages.StatusSent)
 
 		start := time.Now()
@@ -324,11 +324,11 @@ func TestTenantState(t *testing.T) {
 	t.Run("SourceGetsADeadline", func(t *testing.T) {
 		m := metrics.New(configured)
 		deadlines := make(chan time.Time, 1)
-		m.SetTenantSource(func(ctx context.Context) ([]messages.TenantInfo, error) {
+		m.SetTenants(listFunc(func(ctx context.Context) ([]messages.TenantInfo, error) {
 			d, _ := ctx.Deadline()
 			deadlines <- d
 			return nil, nil
-		})
+		}))
 		scrapeOver(t, m)
 		deadline := <-deadlines
 		require.False(t, deadline.IsZero(), "the source's context has a deadline")
@@ -342,9 +342,9 @@ func TestTenantState(t *testing.T) {
 // scrapes run beside them.
 func TestConcurrentUse(t *testing.T) {
 	m := metrics.New(configured)
-	m.SetTenantSource(func(context.Context) ([]messages.TenantInfo, error) {
+	m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 		return []messages.TenantInfo{{ID: "acme", CircuitState: "CLOSED"}}, nil
-	})
+	}))
 	srv := httptest.NewServer(m.Handler())
 	t.Cleanup(srv.Close)
 
@@ -383,3 +383,8 @@ func TestConcurrentUse(t *testing.T) {
 	assert.Equal(t, float64(workers*each), s.value(t, "wadispatch_tenant_restarts_total", l("tenant", "_unknown")))
 	assert.Equal(t, float64(workers*each), s.value(t, "wadispatch_prefetch_changes_total", nil))
 }
+
+// listFunc is a metrics.TenantLister answering with a function.
+type listFunc func(ctx context.Context) ([]messages.TenantInfo, error)
+
+func (f listFunc) List(ctx context.Context) ([]messages.TenantInfo, error) { return f(ctx) }

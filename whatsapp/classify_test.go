@@ -23,10 +23,10 @@ func metaError(code, subcode int) string {
 		code, code, subcode)
 }
 
-// TestClassifyDesignTable sends over real HTTP and checks every row and code
-// of DESIGN.md §5, plus the cases that prove the code (not the HTTP status,
-// not the subcode) decides.
-func TestClassifyDesignTable(t *testing.T) {
+// TestClassifyContractTable sends over real HTTP and checks every row and
+// code of the table of Meta's answers in docs/contract.md, plus the cases
+// that prove the code (not the HTTP status, not the subcode) decides.
+func TestClassifyContractTable(t *testing.T) {
 	type row struct {
 		name   string
 		status int

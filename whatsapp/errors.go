@@ -59,10 +59,11 @@ func (e *APIError) Class() Class {
 
 func (e *APIError) codeKnown() bool { return e.HasCode || e.Code != 0 }
 
-// Class is what an answer from Meta (or the lack of one) means; DESIGN.md §5.
+// Class is what an answer from Meta (or the lack of one) means (see
+// docs/contract.md, Meta's answers).
 type Class int
 
-// The classes of DESIGN.md §5.
+// The classes of docs/contract.md's table of Meta's answers.
 const (
 	ClassAccepted      Class = iota // not an error; for completeness
 	ClassThrottled                  // 4, 80007, 130429, HTTP 429
@@ -109,9 +110,9 @@ func (c Class) IsBreakerFailure() bool {
 //   - An *APIError is classified by its Graph API code, never by its subcode
 //     (deprecated by Meta) and not by the HTTP status, which varies for the
 //     same code. Code 0 counts only when the body really held it.
-//   - An *APIError without a code, or with a code §5 does not list, falls
-//     back to the HTTP status: 429 throttled, other 4xx permanent, anything
-//     else transient. That includes 5xx and a 2xx without messages[0].id:
+//   - An *APIError without a code, or with a code the table does not list,
+//     falls back to the HTTP status: 429 throttled, other 4xx permanent,
+//     anything else transient. That includes 5xx and a 2xx without messages[0].id:
 //     Meta may or may not have taken such a message, and failing the job
 //     would lose it for sure while a retry at worst sends it twice, which
 //     at-least-once delivery allows (and bounds with max_attempts).
@@ -130,7 +131,8 @@ func Classify(err error) Class {
 	return ClassTransient
 }
 
-// classOfCode is the table of DESIGN.md §5; ok is false for unlisted codes.
+// classOfCode is the table of Meta's answers in docs/contract.md; ok is
+// false for unlisted codes.
 func classOfCode(code int) (c Class, ok bool) {
 	switch code {
 	case 4, 80007, 130429:

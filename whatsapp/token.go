@@ -2,14 +2,10 @@ package whatsapp
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"strings"
 	"sync"
 )
 
-// ErrNoToken means a token source is unset or empty.
+// ErrNoToken means a token source read an empty token.
 var ErrNoToken = errors.New("no access token")
 
 // TokenSource gives a tenant's current access token and re-reads its source
@@ -21,41 +17,30 @@ type TokenSource interface {
 	Refresh() (changed bool, err error)
 }
 
-// NewEnvToken reads the token from environment variable name through getenv
-// and caches it; Refresh reads the variable again.
-func NewEnvToken(name string, getenv func(string) string) TokenSource {
+// NewTokenSource returns a TokenSource that reads the token with read, the
+// first time it is needed and again on each Refresh, and caches it. What a
+// token source is (an environment variable, a file) and what its errors say
+// belongs to the tenants file, so read is typically
+//
+//	func() (string, error) { return tenant.ReadToken(getenv) }
+//
+// (see config.Tenant.ReadToken). A read that returns an empty token without
+// an error fails with ErrNoToken. read must never put the token in its error.
+func NewTokenSource(read func() (string, error)) TokenSource {
 	return &cachedToken{read: func() (string, error) {
-		tok := strings.TrimSpace(getenv(name))
-		if tok == "" {
-			return "", fmt.Errorf("access_token_env %s: %w: the variable is unset or empty", name, ErrNoToken)
+		tok, err := read()
+		switch {
+		case err != nil:
+			return "", err
+		case tok == "":
+			return "", ErrNoToken
 		}
 		return tok, nil
 	}}
 }
 
-// NewFileToken reads the token from the file at path, without surrounding
-// whitespace, and caches it; Refresh reads the file again.
-func NewFileToken(path string) TokenSource {
-	return &cachedToken{read: func() (string, error) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			var pathErr *fs.PathError
-			if errors.As(err, &pathErr) {
-				// The path is named once, by us; the cause keeps errors.Is(err, fs.ErrNotExist).
-				return "", fmt.Errorf("access_token_file %s: %s: %w", path, pathErr.Op, pathErr.Err)
-			}
-			return "", fmt.Errorf("access_token_file %s: %w", path, err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return "", fmt.Errorf("access_token_file %s: %w: the file is empty", path, ErrNoToken)
-		}
-		return tok, nil
-	}}
-}
-
-// cachedToken is shared by tenants' actors and the config check, so it
-// locks; it is not actor state.
+// cachedToken is shared by a tenant's actors and the worker's start-up
+// check, so it locks; it is not actor state.
 type cachedToken struct {
 	read func() (string, error)
 

@@ -1,6 +1,7 @@
 package whatsapp_test
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,38 +11,41 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// fakeEnv is a getenv that tests can change and that counts its reads.
-type fakeEnv struct {
+// fakeRead is a token read that tests can change and that counts its calls.
+type fakeRead struct {
 	mu    sync.Mutex
-	vars  map[string]string
+	token string
+	err   error
 	reads int
 }
 
-func (e *fakeEnv) set(k, v string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.vars[k] = v
+func (r *fakeRead) set(token string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.token, r.err = token, err
 }
 
-func (e *fakeEnv) getenv(k string) string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.reads++
-	return e.vars[k]
+func (r *fakeRead) read() (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reads++
+	return r.token, r.err
 }
 
-func writeToken(tb testing.TB, path, content string) {
-	tb.Helper()
-	require.NoError(tb, os.WriteFile(path, []byte(content), 0o600))
+func (r *fakeRead) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reads
 }
 
-func TestEnvToken(t *testing.T) {
+func TestTokenSource(t *testing.T) {
 	t.Run("ReadsOnceAndCaches", func(t *testing.T) {
-		env := &fakeEnv{vars: map[string]string{"ACME_WA_TOKEN": " tok-1\n"}}
-		src := whatsapp.NewEnvToken("ACME_WA_TOKEN", env.getenv)
+		r := &fakeRead{token: "tok-1"}
+		src := whatsapp.NewTokenSource(r.read)
 
 		first, err1 := src.Token()
 		second, err2 := src.Token()
@@ -50,16 +54,22 @@ func TestEnvToken(t *testing.T) {
 		require.NoError(t, err2)
 		assert.Equal(t, "tok-1", first)
 		assert.Equal(t, "tok-1", second)
-		assert.Equal(t, 1, env.reads)
+		assert.Equal(t, 1, r.count())
+	})
+
+	t.Run("ReadsNothingUntilAsked", func(t *testing.T) {
+		r := &fakeRead{token: "tok-1"}
+		whatsapp.NewTokenSource(r.read)
+		assert.Zero(t, r.count())
 	})
 
 	t.Run("RefreshDetectsRotation", func(t *testing.T) {
-		env := &fakeEnv{vars: map[string]string{"ACME_WA_TOKEN": "tok-1"}}
-		src := whatsapp.NewEnvToken("ACME_WA_TOKEN", env.getenv)
+		r := &fakeRead{token: "tok-1"}
+		src := whatsapp.NewTokenSource(r.read)
 		_, err := src.Token()
 		require.NoError(t, err)
 
-		env.set("ACME_WA_TOKEN", "tok-2")
+		r.set("tok-2", nil)
 		changed, err := src.Refresh()
 
 		require.NoError(t, err)
@@ -70,8 +80,8 @@ func TestEnvToken(t *testing.T) {
 	})
 
 	t.Run("RefreshReportsUnchangedToken", func(t *testing.T) {
-		env := &fakeEnv{vars: map[string]string{"ACME_WA_TOKEN": "tok-1"}}
-		src := whatsapp.NewEnvToken("ACME_WA_TOKEN", env.getenv)
+		r := &fakeRead{token: "tok-1"}
+		src := whatsapp.NewTokenSource(r.read)
 		_, err := src.Token()
 		require.NoError(t, err)
 
@@ -79,128 +89,46 @@ func TestEnvToken(t *testing.T) {
 
 		require.NoError(t, err)
 		assert.False(t, changed)
+		assert.Equal(t, 2, r.count(), "Refresh reads again")
 	})
 
-	t.Run("UnsetVariableErrorNamesIt", func(t *testing.T) {
-		env := &fakeEnv{vars: map[string]string{}}
-		src := whatsapp.NewEnvToken("ACME_WA_TOKEN", env.getenv)
+	t.Run("AFailedReadIsReturnedAndTriedAgain", func(t *testing.T) {
+		gone := errors.New("access_token_env T is not set")
+		r := &fakeRead{err: gone}
+		src := whatsapp.NewTokenSource(r.read)
 
 		_, err := src.Token()
+		require.ErrorIs(t, err, gone)
 
-		require.ErrorIs(t, err, whatsapp.ErrNoToken)
-		assert.Contains(t, err.Error(), "ACME_WA_TOKEN")
-	})
-
-	t.Run("FailedRefreshKeepsTheOldTokenAndDoesNotPrintIt", func(t *testing.T) {
-		env := &fakeEnv{vars: map[string]string{"ACME_WA_TOKEN": testToken}}
-		src := whatsapp.NewEnvToken("ACME_WA_TOKEN", env.getenv)
-		_, err := src.Token()
-		require.NoError(t, err)
-
-		env.set("ACME_WA_TOKEN", "")
-		changed, err := src.Refresh()
-
-		require.ErrorIs(t, err, whatsapp.ErrNoToken)
-		assert.False(t, changed)
-		assert.NotContains(t, err.Error(), testToken)
+		r.set("tok-1", nil)
 		tok, err := src.Token()
 		require.NoError(t, err)
-		assert.Equal(t, testToken, tok)
-	})
-}
-
-func TestFileToken(t *testing.T) {
-	t.Run("TrimsWhitespaceAndCaches", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, "  tok-1 \n")
-		src := whatsapp.NewFileToken(path)
-
-		first, err := src.Token()
-		require.NoError(t, err)
-		require.NoError(t, os.Remove(path))
-		second, err := src.Token()
-
-		require.NoError(t, err)
-		assert.Equal(t, "tok-1", first)
-		assert.Equal(t, "tok-1", second)
+		assert.Equal(t, "tok-1", tok, "a failed read is not cached")
 	})
 
-	t.Run("RefreshDetectsRotation", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, "tok-1\n")
-		src := whatsapp.NewFileToken(path)
+	t.Run("AnEmptyTokenIsErrNoToken", func(t *testing.T) {
+		_, err := whatsapp.NewTokenSource((&fakeRead{}).read).Token()
+		require.ErrorIs(t, err, whatsapp.ErrNoToken)
+	})
+
+	t.Run("FailedRefreshKeepsTheOldToken", func(t *testing.T) {
+		r := &fakeRead{token: testToken}
+		src := whatsapp.NewTokenSource(r.read)
 		_, err := src.Token()
 		require.NoError(t, err)
 
-		writeToken(t, path, "tok-2\n")
+		r.set("", whatsapp.ErrNoToken)
 		changed, err := src.Refresh()
-
-		require.NoError(t, err)
-		assert.True(t, changed)
-		tok, err := src.Token()
-		require.NoError(t, err)
-		assert.Equal(t, "tok-2", tok)
-	})
-
-	t.Run("RefreshReportsUnchangedToken", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, "tok-1\n")
-		src := whatsapp.NewFileToken(path)
-		_, err := src.Token()
-		require.NoError(t, err)
-
-		writeToken(t, path, "tok-1") // rewritten, same token
-		changed, err := src.Refresh()
-
-		require.NoError(t, err)
-		assert.False(t, changed)
-	})
-
-	t.Run("MissingFileErrorNamesThePath", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "missing")
-		src := whatsapp.NewFileToken(path)
-
-		_, err := src.Token()
-
-		require.ErrorIs(t, err, fs.ErrNotExist)
-		assert.Contains(t, err.Error(), path)
-		assert.Equal(t, "access_token_file "+path+": open: no such file or directory", err.Error())
-	})
-
-	t.Run("EmptyFileIsNoToken", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, " \n")
-		src := whatsapp.NewFileToken(path)
-
-		_, err := src.Token()
 
 		require.ErrorIs(t, err, whatsapp.ErrNoToken)
-		assert.Contains(t, err.Error(), path)
-	})
-
-	t.Run("FailedRefreshKeepsTheOldTokenAndDoesNotPrintIt", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, testToken)
-		src := whatsapp.NewFileToken(path)
-		_, err := src.Token()
-		require.NoError(t, err)
-
-		require.NoError(t, os.Remove(path))
-		changed, err := src.Refresh()
-
-		require.ErrorIs(t, err, fs.ErrNotExist)
 		assert.False(t, changed)
-		assert.NotContains(t, err.Error(), testToken)
 		tok, err := src.Token()
 		require.NoError(t, err)
 		assert.Equal(t, testToken, tok)
 	})
 
 	t.Run("IsSafeForConcurrentUse", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "acme")
-		writeToken(t, path, "tok-1")
-		src := whatsapp.NewFileToken(path)
-
+		src := whatsapp.NewTokenSource((&fakeRead{token: "tok-1"}).read)
 		var wg sync.WaitGroup
 		for range 8 {
 			wg.Go(func() {
@@ -214,5 +142,47 @@ func TestFileToken(t *testing.T) {
 			})
 		}
 		wg.Wait()
+	})
+}
+
+// The worker's wiring: the tenants file says where the token is, the
+// source caches it and re-reads it after Meta's code 190.
+func TestTokenSourceOverTheTenantsFile(t *testing.T) {
+	t.Run("FileRotationIsPickedUpByRefresh", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "acme")
+		require.NoError(t, os.WriteFile(path, []byte("  tok-1 \n"), 0o600))
+		tenant := config.Tenant{ID: "acme", AccessTokenFile: path}
+		src := whatsapp.NewTokenSource(func() (string, error) { return tenant.ReadToken(os.Getenv) })
+
+		tok, err := src.Token()
+		require.NoError(t, err)
+		assert.Equal(t, "tok-1", tok)
+
+		require.NoError(t, os.Remove(path))
+		changed, err := src.Refresh()
+		require.ErrorIs(t, err, fs.ErrNotExist)
+		assert.False(t, changed)
+		assert.NotContains(t, err.Error(), "tok-1")
+		tok, err = src.Token()
+		require.NoError(t, err)
+		assert.Equal(t, "tok-1", tok, "a file caught mid-rotation keeps the old token")
+
+		require.NoError(t, os.WriteFile(path, []byte("tok-2\n"), 0o600))
+		changed, err = src.Refresh()
+		require.NoError(t, err)
+		assert.True(t, changed)
+		tok, err = src.Token()
+		require.NoError(t, err)
+		assert.Equal(t, "tok-2", tok)
+	})
+
+	t.Run("UnsetVariableSaysWhichInTheTenantsFilesWords", func(t *testing.T) {
+		tenant := config.Tenant{ID: "acme", AccessTokenEnv: "ACME_WA_TOKEN"}
+		src := whatsapp.NewTokenSource(func() (string, error) {
+			return tenant.ReadToken(func(string) string { return " " })
+		})
+		_, err := src.Token()
+		require.Error(t, err)
+		assert.Equal(t, "access_token_env ACME_WA_TOKEN is not set; set it to the tenant's access token", err.Error())
 	})
 }

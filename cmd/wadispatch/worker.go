@@ -37,6 +37,7 @@ type Worker struct {
 	broker  *broker.Broker
 	system  *actor.ActorSystem
 	router  *actor.PID
+	tenants actors.Directory
 	metrics *metrics.Metrics
 	admin   *admin.Server // nil when ADMIN_ADDR is off
 	// work bounds sends and settlements; it is cancelled only when the
@@ -64,13 +65,7 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 	}
 	tokens := make(map[string]whatsapp.TokenSource, len(cfg.Tenants))
 	for _, t := range cfg.Tenants {
-		var src whatsapp.TokenSource
-		if t.AccessTokenFile != "" {
-			src = whatsapp.NewFileToken(t.AccessTokenFile)
-		} else {
-			src = whatsapp.NewEnvToken(t.AccessTokenEnv, opts.Getenv)
-		}
-		src = registeringToken{src, secrets}
+		src := registeringToken{whatsapp.NewTokenSource(func() (string, error) { return t.ReadToken(opts.Getenv) }), secrets}
 		if _, err := src.Token(); err != nil {
 			return nil, fmt.Errorf("%w: tenant %q: %v", config.ErrConfig, t.ID, err)
 		}
@@ -117,14 +112,14 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 		_ = b.Close()
 		return nil, fmt.Errorf("spawn router: %w", err)
 	}
+	tenants := actors.Directory{Root: system.Root, Router: router}
 	w := &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
-		router: router, metrics: m, work: work, cancelWork: cancelWork}
-	m.SetTenantSource(w.listTenants)
+		router: router, tenants: tenants, metrics: m, work: work, cancelWork: cancelWork}
+	m.SetTenants(tenants)
 	if cfg.AdminEnabled() {
 		w.admin, err = admin.New(admin.Options{
 			Addr: cfg.AdminAddr, Token: cfg.AdminToken,
-			Root: system.Root, Router: router,
-			Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
+			Tenants: tenants, Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
 		})
 		if err == nil {
 			err = w.admin.Start()
@@ -139,21 +134,9 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 	return w, nil
 }
 
-// listTenants asks the router for every tenant's state, for metrics.
+// listTenants asks the router for every tenant's state.
 func (w *Worker) listTenants(ctx context.Context) ([]messages.TenantInfo, error) {
-	timeout := admin.DefaultListTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
-	res, err := w.system.Root.RequestFuture(w.router, &messages.ListTenants{}, timeout).Result()
-	if err != nil {
-		return nil, fmt.Errorf("ask router for tenants: %w", err)
-	}
-	list, ok := res.(*messages.TenantList)
-	if !ok {
-		return nil, fmt.Errorf("ask router for tenants: unexpected answer %T", res)
-	}
-	return list.Tenants, nil
+	return w.tenants.List(ctx)
 }
 
 // stopActors cancels sends in progress and stops the router and its
@@ -228,17 +211,7 @@ loop:
 // TenantInfo asks the router, and through it the tenant's actor, for one
 // tenant's state.
 func (w *Worker) TenantInfo(id string) (messages.TenantInfo, error) {
-	res, err := w.system.Root.RequestFuture(w.router, &messages.GetTenant{TenantID: id}, actors.AskTimeout).Result()
-	if err != nil {
-		return messages.TenantInfo{}, fmt.Errorf("ask tenant %q: %w", id, err)
-	}
-	switch r := res.(type) {
-	case *messages.TenantInfo:
-		return *r, nil
-	case *messages.TenantNotFound:
-		return messages.TenantInfo{}, fmt.Errorf("tenant %q is not configured", id)
-	}
-	return messages.TenantInfo{}, fmt.Errorf("ask tenant %q: unexpected answer %T", id, res)
+	return w.tenants.Get(context.Background(), id)
 }
 
 // Router is the router actor's PID, for admin questions.
