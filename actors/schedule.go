@@ -277,13 +277,20 @@ func (s *Schedule) Recheck(now time.Time) (ok bool, until time.Time) {
 // HoldCap is how many deliveries the tenant may hold at now: MaxHeld while
 // its send latency is unknown or HoldBudget or more (counting a send in
 // flight for its time so far), else HoldBudget/latency, at most MaxHeldFast.
+//
+// A send in flight only ever makes the tenant slower: its time so far is a
+// lower bound on its latency, not a measurement. While no send has ended
+// the latency is unknown, however young the send in flight is; taking its
+// few microseconds for the latency would let a tenant whose very first
+// send hangs hold the whole prefetch window (MaxHeldFast) for HoldBudget,
+// and every other tenant's jobs would wait in the queue meanwhile.
 func (s *Schedule) HoldCap(now time.Time) int {
+	if s.latency <= 0 || s.cfg.MaxHeldFast <= s.cfg.MaxHeld {
+		return s.cfg.MaxHeld
+	}
 	lat := s.latency
 	if !s.sendStart.IsZero() {
 		lat = max(lat, now.Sub(s.sendStart))
-	}
-	if lat <= 0 || s.cfg.MaxHeldFast <= s.cfg.MaxHeld {
-		return s.cfg.MaxHeld
 	}
 	return min(max(int(HoldBudget/lat), s.cfg.MaxHeld), s.cfg.MaxHeldFast)
 }

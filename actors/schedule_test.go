@@ -507,6 +507,20 @@ func TestScheduleHoldCap(t *testing.T) {
 		s := NewSchedule(cfg, t0)
 		assert.Equal(t, 2, s.HoldCap(t0))
 	})
+	t.Run("IsMaxHeldWhileTheFirstSendIsInFlight", func(t *testing.T) {
+		// The first send's time so far says nothing about how fast the
+		// tenant is; it must not count as a fast latency sample.
+		s := NewSchedule(cfg, t0)
+		s.SendStarted(t0)
+		for _, after := range []time.Duration{0, time.Microsecond, 5 * time.Millisecond, HoldBudget} {
+			assert.Equal(t, 2, s.HoldCap(t0.Add(after)), "%v into the first send", after)
+		}
+		d := s.Admit(t0.Add(time.Millisecond), Ticket{}, 2, false)
+		assert.False(t, d.Send, "a tenant holding MaxHeld takes no third while its first send is out")
+		assert.Equal(t, ReasonBusy, d.Reason)
+		s.ObserveLatency(time.Millisecond) // the first send ended, fast
+		assert.Equal(t, 10, s.HoldCap(t0.Add(2*time.Millisecond)))
+	})
 	tests := []struct {
 		name    string
 		latency time.Duration
