@@ -74,11 +74,18 @@ func TestHangingOrFailingTenantDoesNotDelayAnother(t *testing.T) {
 	assert.Equal(t, alone, failing, "beside a tenant whose calls fail with HTTP 500")
 }
 
+// The worker lets a tenant whose sends are fast hold up to PREFETCH
+// deliveries (MaxHeldFast). A tenant whose very first send hangs has no
+// latency yet: it must hold MaxHeld, not the whole window, or every other
+// tenant's jobs wait in the broker until its stall check (this was the
+// ~55 ms stall its neighbours saw end to end).
 func TestHangingTenantHoldsAtMostTwoDeliveriesAndDefersTheRest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}})
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, MaxHeldFast: 10})
 		h.answer(always(reply{Delay: 500 * time.Millisecond, Err: errTimeout}))
-		for i := range 10 {
+		h.deliver(jobBody("a", "a0", harnessRecipient), nil)
+		h.advance(time.Millisecond) // the rest arrive while the first send is in flight
+		for i := 1; i < 10; i++ {
 			h.deliver(jobBody("a", fmt.Sprintf("a%d", i), harnessRecipient), nil)
 		}
 		h.settle()
