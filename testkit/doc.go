@@ -1,11 +1,14 @@
-// Package testkit holds the fakes that wadispatch's tests, demo and benchmark
-// commands run against: a fake Meta Graph API server (FakeMeta) that checks
-// requests the way the Cloud API does and can be scripted per phone number id
-// to fail, be slow, hang or enforce rates, and a manually advanced clock
-// (FakeClock) for time-based logic, and helpers that give each integration
-// test its own queues on the real RabbitMQ and clean them up.
+// Package testkit holds the fakes that wadispatch's tests and benchmark
+// suite run against: a manually advanced clock (FakeClock) for time-based
+// logic, helpers that give each integration test its own queues on the real
+// RabbitMQ and clean them up, and StartFakeMeta, which starts the fake Graph
+// API of package testkit/fakemeta for a test. That fake, which checks
+// requests the way the Cloud API does and can be scripted per phone number
+// id to fail, be slow, hang or enforce rates, lives in a package of its own
+// because the demo and `wadispatch fakemeta` serve it from the production
+// binary, which must not link testing.
 //
-// It owns no production logic. Of this module it imports only broker (for
-// queue names), so broker's own tests that use it live in package
-// broker_test.
+// It owns no production logic. It imports broker, logging, messages,
+// whatsapp and testkit/fakemeta of this module, so those packages' own
+// tests that use it live in external test packages (e.g. broker_test).
 package testkit

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 // runFakeMeta serves the fake Graph API until ctx ends, for trying the
@@ -26,7 +26,7 @@ func runFakeMeta(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fake, err := testkit.NewFakeMeta(*addr)
+	fake, err := fakemeta.New(*addr)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,11 @@
 //	wadispatch demo      run the worker against a fake Meta with sample jobs
 //	wadispatch tenants   show tenants of a running worker
 //	wadispatch fakemeta  serve the fake Graph API used by tests and the demo
-//	wadispatch bench     measure throughput, fairness, scale and deferrals (see bench --help)
+//	wadispatch version   print the version
+//
+// This package only parses the command line, handles signals and maps
+// errors to exit codes; the worker is package worker, the demo package
+// demo. The benchmark suite is a command of its own, cmd/wadbench.
 package main
 
 import (
@@ -20,6 +24,8 @@ import (
 	"syscall"
 
 	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/demo"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -56,8 +62,6 @@ Usage:
   wadispatch demo [flags]       run the worker on local RabbitMQ with a fake Meta and sample jobs
   wadispatch tenants [ID]       show a running worker's tenants (--json, --admin-addr, --admin-token)
   wadispatch fakemeta [flags]   serve the fake Graph API (for trying the worker by hand)
-  wadispatch bench [--quick]    measure throughput vs a bare baseline, fairness, scale, deferrals
-  wadispatch bench loadcheck    the seed's load check: one tenant offered 100 jobs/s at 80/min
   wadispatch version            print the version
 
 Exit codes: 0 ok, 1 failure, 2 configuration error.
@@ -73,15 +77,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var err error
 	switch cmd {
 	case "run":
-		err = runWorker(ctx, rest, getenv, stdout, stderr)
+		err = worker.Main(ctx, rest, stderr, worker.Options{Logs: stdout, Getenv: getenv, Version: version})
 	case "demo":
-		err = runDemo(ctx, rest, getenv, stdout, stderr)
+		err = demo.Run(ctx, rest, getenv, stdout, stderr)
 	case "tenants":
 		err = runTenants(ctx, rest, getenv, stdout, stderr)
 	case "fakemeta":
 		err = runFakeMeta(ctx, rest, stdout, stderr)
-	case "bench":
-		err = runBench(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wadispatch", version)
 		return exitOK
@@ -106,3 +108,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // errUsage marks a command-line mistake (exit code 2).
 var errUsage = errors.New("usage")
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -24,14 +24,17 @@ import (
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/logging"
 	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 const benchSuiteUsage = `Usage:
-  wadispatch bench [--quick] [--only SECTIONS] [--json] [flags]   the benchmark suite
-  wadispatch bench loadcheck [flags]                               the seed's load check
-  wadispatch bench scale --tenants N [--memprofile FILE]           one scale measurement
+  wadbench [--quick] [--only SECTIONS] [--json] [flags]   the benchmark suite
+  wadbench loadcheck [flags]                               one tenant's rate limit under load
+  wadbench scale --tenants N [--memprofile FILE]           one scale measurement
 
-bench runs every measurement below against the local RabbitMQ (start it with
+wadbench runs every measurement below against the local RabbitMQ (start it with
 'go tool task rabbitmq') and an in-process fake Graph API that answers at once,
 and prints one table: measure, value, goal, and whether the goal is met. Each
 figure is the median of repeated runs (3, or 1 with --quick), and each ratio is
@@ -91,17 +94,17 @@ Rows
       <= 2048 B per idle tenant (RSS is shown; it moves in pages and with
       what the runtime has not returned to the OS). Tokens are not
       registered with the log redactor (that is per configured tenant, not
-      per active one). 'bench scale --tenants N
+      per active one). 'wadbench scale --tenants N
       --memprofile FILE' writes a heap profile for 'go tool pprof -top'.
 
   deferral burst
-      One tenant at 600/min with the seed's burst of 80 gets a burst of 1,000
+      One tenant at 600/min with a burst of 80 gets a burst of 1,000
       jobs (200 with --quick) published at once. Deferrals per job: the
       tenant's deferred counter (rate-limited, busy, retries; not the hops a
       job takes through shorter delay tiers on its way back, which are shown
       as 'tier hops') / jobs. Goal <= 2. Reordering: the largest distance
       between a job's place in publish order and its place in send order
-      (no goal; the design asks for "about the order they came"). Drain: time
+      (no goal; jobs should go out about in the order they came). Drain: time
       to the last result vs the ideal (jobs - burst) / rate. Runs once, also
       in a full run (it takes the ideal drain, 92 s).
 
@@ -148,9 +151,9 @@ type benchEnv struct {
 	amqpURL string
 	quick   bool
 	reps    int
-	fake    *testkit.FakeMeta
+	fake    *fakemeta.Server
 	dir     string
-	tenants []localTenant // bench tenants t0000 ... t0999
+	tenants []localrun.Tenant // bench tenants t0000 ... t0999
 
 	throughputCases []throughputCase
 	brokerPID       int // the local broker's process, 0 if unknown
@@ -173,7 +176,7 @@ type benchOptions struct {
 }
 
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (benchOptions, error) {
-	fs := flag.NewFlagSet("wadispatch bench", flag.ContinueOnError)
+	fs := flag.NewFlagSet("wadbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	amqpURL := fs.String("amqp-url", firstNonEmpty(getenv("AMQP_URL"), testkit.DefaultAMQPURL), "broker URL (env AMQP_URL)")
 	quick := fs.Bool("quick", false, "short run: 1 repetition, smaller loads (about 90 s)")
@@ -188,14 +191,14 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return benchOptions{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return benchOptions{}, fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 	}
 	o := benchOptions{amqpURL: *amqpURL, quick: *quick, reps: *reps, sections: map[string]bool{}, json: *asJSON,
 		cpuprofile: *cpuprofile}
 	for _, s := range strings.Split(*only, ",") {
 		s = strings.TrimSpace(s)
 		if !slices.Contains(benchSections, s) {
-			return o, fmt.Errorf("%w: --only: unknown section %q (have %s)", errUsage, s, strings.Join(benchSections, ", "))
+			return o, fmt.Errorf("%w: --only: unknown section %q (have %s)", ErrUsage, s, strings.Join(benchSections, ", "))
 		}
 		o.sections[s] = true
 	}
@@ -227,13 +230,13 @@ func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), er
 		}
 	}
 	var cleanup func()
-	if env.fake, env.dir, cleanup, err = startLocalMeta("wadispatch-bench-"); err != nil {
+	if env.fake, env.dir, cleanup, err = localrun.StartMeta("wadispatch-bench-"); err != nil {
 		return nil, nil, err
 	}
-	env.tenants = make([]localTenant, 1000)
+	env.tenants = make([]localrun.Tenant, 1000)
 	for i := range env.tenants {
 		id := fmt.Sprintf("t%04d", i)
-		env.tenants[i] = localTenant{ID: id, Phone: fmt.Sprintf("2000000000%05d", i), Token: "bench-token-" + id}
+		env.tenants[i] = localrun.Tenant{ID: id, Phone: fmt.Sprintf("2000000000%05d", i), Token: "bench-token-" + id}
 		env.fake.AddTenant(env.tenants[i].Phone, env.tenants[i].Token)
 	}
 	return env, cleanup, nil
@@ -335,7 +338,7 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 
 // benchWorker is a worker on queues of its own.
 type benchWorker struct {
-	w    *Worker
+	w    *worker.Worker
 	cfg  config.Config
 	topo broker.Topology
 	stop context.CancelFunc
@@ -344,13 +347,13 @@ type benchWorker struct {
 
 // newBenchWorker writes a tenants file for tenants with the given defaults
 // block and creates a worker on fresh queues; start starts consuming.
-func (e *benchEnv) newBenchWorker(ctx context.Context, label string, tenants []localTenant, defaults string,
+func (e *benchEnv) newBenchWorker(ctx context.Context, label string, tenants []localrun.Tenant, defaults string,
 	logs io.Writer, args ...string) (*benchWorker, error) {
 	dir, err := os.MkdirTemp(e.dir, label+"-")
 	if err != nil {
 		return nil, err
 	}
-	path, getenv, err := writeLocalTenants(dir, defaults, tenants, e.fake, nil)
+	path, getenv, err := localrun.WriteTenants(dir, defaults, tenants, e.fake, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +364,7 @@ func (e *benchEnv) newBenchWorker(ctx context.Context, label string, tenants []l
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWorker(ctx, cfg, workerOptions{Getenv: getenv, Logs: logs})
+	w, err := worker.New(ctx, cfg, worker.Options{Getenv: getenv, Logs: logs})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 func TestWorkerDeliversJobsOfEveryTenant(t *testing.T) {
@@ -126,7 +126,7 @@ func oversizeJob() []byte {
 func TestPermanentErrorPublishesFailedAndDeadLetters(t *testing.T) {
 	tenants := defaultTenants(1)
 	h := startHarness(t, tenants, harnessOptions{})
-	h.fake.Behave(tenants[0].Phone, testkit.Behaviour{FailCode: 131026})
+	h.fake.Behave(tenants[0].Phone, fakemeta.Behaviour{FailCode: 131026})
 	h.publish(job("tenant00", "undeliverable", "15550002222"))
 
 	r := h.results(1, 20*time.Second)["undeliverable"]
@@ -145,7 +145,7 @@ func TestPermanentErrorPublishesFailedAndDeadLetters(t *testing.T) {
 func TestTransientErrorIsRetriedUntilSent(t *testing.T) {
 	tenants := defaultTenants(1)
 	h := startHarness(t, tenants, harnessOptions{})
-	h.fake.Behave(tenants[0].Phone, testkit.Behaviour{FailRaw: 500, FailTimes: 2})
+	h.fake.Behave(tenants[0].Phone, fakemeta.Behaviour{FailRaw: 500, FailTimes: 2})
 	h.publish(job("tenant00", "flaky", "15550003333"))
 
 	r := h.results(1, 30*time.Second)["flaky"]
@@ -168,7 +168,7 @@ func TestRetriesExhaustedGoesToDLQ(t *testing.T) {
 	h := startHarness(t, tenants, harnessOptions{
 		Defaults: "rate_limit: {per_minute: 60000, burst: 1000}\n  breaker: {failure_threshold: 50, open_for: 60s}\n  max_attempts: 2",
 	})
-	h.fake.Behave(tenants[0].Phone, testkit.Behaviour{FailRaw: 503})
+	h.fake.Behave(tenants[0].Phone, fakemeta.Behaviour{FailRaw: 503})
 	h.publish(job("tenant00", "doomed", "15550004444"))
 
 	r := h.results(1, 30*time.Second)["doomed"]

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"bytes"
@@ -19,9 +19,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 	"github.com/wadispatch/wadispatch/whatsapp"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 // adminArgs turn the admin API on, on a free loopback port.
@@ -54,7 +56,7 @@ func (h *harness) adminTenant(id string) messages.TenantInfo {
 	return info
 }
 
-func countCalls(calls []testkit.Call, phone string) int {
+func countCalls(calls []fakemeta.Call, phone string) int {
 	n := 0
 	for _, c := range calls {
 		if c.PhoneNumberID == phone {
@@ -68,7 +70,7 @@ func TestAdminAnswersWhileTheTenantsMetaCallHangs(t *testing.T) {
 	tenants := defaultTenants(1)
 	a := tenants[0]
 	h := startHarness(t, tenants, harnessOptions{Args: append([]string{"--meta-timeout", "10s"}, adminArgs...)})
-	h.fake.Behave(a.Phone, testkit.Behaviour{Hang: true})
+	h.fake.Behave(a.Phone, fakemeta.Behaviour{Hang: true})
 	h.publish(job(a.ID, "hang-1", "15550000020"))
 	waitCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -84,7 +86,7 @@ func TestAdminAnswersWhileTheTenantsMetaCallHangs(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("GET /v1/tenants/%s while its send hangs: %v", a.ID, took)
 	assert.Less(t, took[len(took)/2], 100*time.Millisecond, "median answer time")
-	h.fake.Behave(a.Phone, testkit.Behaviour{})
+	h.fake.Behave(a.Phone, fakemeta.Behaviour{})
 }
 
 func TestAdminPauseResumeAndBreakerReset(t *testing.T) {
@@ -104,11 +106,11 @@ func TestAdminPauseResumeAndBreakerReset(t *testing.T) {
 		"a paused tenant's jobs are deferred")
 	assert.Zero(t, countCalls(h.fake.Calls(), paused.Phone), "a paused tenant sends nothing")
 
-	h.fake.Behave(broken.Phone, testkit.Behaviour{FailRaw: 500})
+	h.fake.Behave(broken.Phone, fakemeta.Behaviour{FailRaw: 500})
 	h.publish(job(broken.ID, "broken-0", "15550000022"))
 	h.publish(job(broken.ID, "broken-1", "15550000022"))
 	require.Eventually(t, func() bool { return h.adminTenant(broken.ID).CircuitState == "OPEN" }, 10*time.Second, 20*time.Millisecond)
-	h.fake.Behave(broken.Phone, testkit.Behaviour{})
+	h.fake.Behave(broken.Phone, fakemeta.Behaviour{})
 	require.Equal(t, http.StatusOK, h.call(http.MethodPost, "/v1/tenants/broken/breaker/reset", "", &info))
 	assert.Equal(t, "CLOSED", info.CircuitState)
 	h.publish(job(broken.ID, "broken-2", "15550000022"))
@@ -209,11 +211,10 @@ func (s *tenantSender) Send(ctx context.Context, req whatsapp.Request) (whatsapp
 
 func TestAdminSecurity(t *testing.T) {
 	t.Run("RefusesNonLoopbackWithoutToken", func(t *testing.T) {
-		var stderr bytes.Buffer
-		code := run(context.Background(), []string{"run", "--admin-addr", "0.0.0.0:8081"},
-			func(string) string { return "" }, io.Discard, &stderr)
-		assert.Equal(t, exitConfig, code)
-		assert.Contains(t, stderr.String(), "ADMIN_TOKEN is required")
+		// cmd/wadispatch's tests check that this exits with code 2.
+		err := worker.Main(context.Background(), []string{"--admin-addr", "0.0.0.0:8081"}, io.Discard, worker.Options{})
+		assert.ErrorIs(t, err, config.ErrConfig)
+		assert.ErrorContains(t, err, "ADMIN_TOKEN is required")
 	})
 
 	const token = "admin-s3cr3t-token-value"
@@ -265,38 +266,4 @@ func TestAdminSecurity(t *testing.T) {
 		}
 		assert.EqualValues(t, 1, sent, "tenant00's sent job is counted")
 	})
-}
-
-func TestTenantsCommandPrintsEveryTenant(t *testing.T) {
-	tenants := defaultTenants(3)
-	h := startHarness(t, tenants, harnessOptions{Args: adminArgs})
-	h.publish(job(tenants[1].ID, "t-1", "15550000026"))
-	h.results(1, 10*time.Second)
-	env := func(k string) string {
-		if k == "ADMIN_ADDR" {
-			return h.worker.AdminAddr()
-		}
-		return ""
-	}
-
-	var out, errOut bytes.Buffer
-	require.Equal(t, exitOK, run(context.Background(), []string{"tenants"}, env, &out, &errOut), errOut.String())
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 1+len(tenants), out.String())
-	assert.Contains(t, lines[0], "BREAKER")
-	for i, tn := range tenants {
-		assert.True(t, strings.HasPrefix(lines[i+1], tn.ID+" "), "row %d: %s", i+1, lines[i+1])
-	}
-
-	out.Reset()
-	require.Equal(t, exitOK, run(context.Background(), []string{"tenants", "--json", tenants[1].ID}, env, &out, &errOut))
-	var info messages.TenantInfo
-	require.NoError(t, json.Unmarshal(out.Bytes(), &info))
-	assert.Equal(t, tenants[1].ID, info.ID)
-	assert.EqualValues(t, 1, info.Sent)
-
-	errOut.Reset()
-	code := run(context.Background(), []string{"tenants", "--admin-addr", "127.0.0.1:1"}, env, io.Discard, &errOut)
-	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, errOut.String(), "worker not reachable at http://127.0.0.1:1")
 }

@@ -1,4 +1,9 @@
-package main
+// Package demo is `wadispatch demo`: it runs the worker against the local
+// RabbitMQ and an in-process fake Graph API, publishes a mixed batch of
+// sample jobs for four sample tenants (plain sends, retried 500s, a rate
+// limit that binds, a permanent rejection) plus three bad ones, and prints
+// what became of each job, the dead letters and the tenants' state.
+package demo
 
 import (
 	"context"
@@ -18,31 +23,35 @@ import (
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 // demoTenant is one sample tenant of the demo and how the fake Meta treats it.
 type demoTenant struct {
 	id, phone, note string
 	jobs            int
-	behave          testkit.Behaviour
+	behave          fakemeta.Behaviour
 	rate            string
 }
 
 var demoTenants = []demoTenant{
 	{id: "acme", phone: "100000000000001", jobs: 4, note: "plain sends"},
 	{id: "globex", phone: "100000000000002", jobs: 3, note: "Meta answers HTTP 500 twice: retried with backoff",
-		behave: testkit.Behaviour{FailRaw: 500, FailTimes: 2}},
+		behave: fakemeta.Behaviour{FailRaw: 500, FailTimes: 2}},
 	{id: "initech", phone: "100000000000003", jobs: 5, note: "60/min, burst 3: two jobs wait for their slot",
 		rate: "rate_limit: {per_minute: 60, burst: 3}"},
 	{id: "umbrella", phone: "100000000000004", jobs: 2, note: "Meta rejects the first job permanently (131026)",
-		behave: testkit.Behaviour{FailCode: 131026, FailTimes: 1}},
+		behave: fakemeta.Behaviour{FailCode: 131026, FailTimes: 1}},
 }
 
-// runDemo runs the worker against the local RabbitMQ and an in-process fake
+// Run runs the worker against the local RabbitMQ and an in-process fake
 // Meta, publishes a mixed batch of sample jobs and prints what became of
-// each, then shuts the worker down.
-func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// each, then shuts the worker down. args are the demo's flags (usage and
+// flag errors go to stderr; --help returns flag.ErrHelp); getenv is read
+// for AMQP_URL. A configuration error wraps config.ErrConfig.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("wadispatch demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	amqpURL := fs.String("amqp-url", firstNonEmpty(getenv("AMQP_URL"), "amqp://guest:guest@127.0.0.1:5672/"), "broker URL (env AMQP_URL)")
@@ -62,16 +71,16 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	fake, dir, cleanup, err := startLocalMeta("wadispatch-demo-")
+	fake, dir, cleanup, err := localrun.StartMeta("wadispatch-demo-")
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	tenants := make([]localTenant, len(demoTenants))
+	tenants := make([]localrun.Tenant, len(demoTenants))
 	for i, t := range demoTenants {
-		tenants[i] = localTenant{ID: t.id, Phone: t.phone, Token: "demo-token-" + t.id + "-0123456789", Extra: t.rate}
+		tenants[i] = localrun.Tenant{ID: t.id, Phone: t.phone, Token: "demo-token-" + t.id + "-0123456789", Extra: t.rate}
 	}
-	tenantsFile, demoEnv, err := writeLocalTenants(dir,
+	tenantsFile, demoEnv, err := localrun.WriteTenants(dir,
 		"rate_limit: {per_minute: 600, burst: 20}\nbreaker: {failure_threshold: 5, open_for: 10s}\nmax_attempts: 5",
 		tenants, fake, getenv)
 	if err != nil {
@@ -98,12 +107,12 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		logs = f
 	}
 	fmt.Fprintf(stdout, "fake Meta Graph API on %s; worker logs in %s\n", fake.URL(), *logsTo)
-	w, err := NewWorker(ctx, cfg, workerOptions{Logs: logs, Getenv: demoEnv})
+	w, err := worker.New(ctx, cfg, worker.Options{Logs: logs, Getenv: demoEnv})
 	if err != nil {
 		return fmt.Errorf("start worker (is RabbitMQ running? try: go tool task rabbitmq): %w", err)
 	}
 	topo := broker.NewTopology(cfg.Queue, cfg.ResultsExchange)
-	conn, ch, err := dialChannel(cfg.AMQPURL)
+	conn, ch, err := localrun.DialChannel(cfg.AMQPURL)
 	if err != nil {
 		return err
 	}
@@ -142,7 +151,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	results, dlq, waitErr := collectDemo(ctx, ch, topo, wantResults, wantDLQ)
 	// What "wadispatch tenants" would show for this worker, asked the same way.
 	tenantsCtx, cancelTenants := context.WithTimeout(ctx, 5*time.Second)
-	tenantsNow, tenantsErr := w.listTenants(tenantsCtx)
+	tenantsNow, tenantsErr := w.Tenants(tenantsCtx)
 	cancelTenants()
 	stopWorker()
 	if err := <-stopped; err != nil {

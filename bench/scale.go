@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -58,7 +58,7 @@ func (e *benchEnv) scale(ctx context.Context) ([]benchRow, error) {
 		var heap, rss, aheap, gor []float64
 		for rep := range e.reps {
 			var out bytes.Buffer
-			cmd := exec.CommandContext(ctx, exe, "bench", "scale", "--tenants", strconv.Itoa(n))
+			cmd := exec.CommandContext(ctx, exe, "scale", "--tenants", strconv.Itoa(n))
 			cmd.Stdout, cmd.Stderr = &out, e.log
 			if err := cmd.Run(); err != nil {
 				return rows, fmt.Errorf("scale %d tenants: %w", n, err)
@@ -98,25 +98,25 @@ func benchThousands(n int) string {
 	return b.String()
 }
 
-// runScale is 'wadispatch bench scale': n tenant actors each handle one job
+// runScale is 'wadbench scale': n tenant actors each handle one job
 // (stub broker and Meta, no RabbitMQ), and the heap and RSS they added are
 // printed as JSON.
 func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("wadispatch bench scale", flag.ContinueOnError)
+	fs := flag.NewFlagSet("wadbench scale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("tenants", 10_000, "number of tenants, each handling one job")
 	memprofile := fs.String("memprofile", "", "write a heap profile (in-use space) here afterwards")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: wadispatch bench scale --tenants N [--memprofile FILE]")
+		fmt.Fprintln(stderr, "Usage: wadbench scale --tenants N [--memprofile FILE]")
 		fmt.Fprintln(stderr, "\nSpawns N tenant actors (stub broker and Meta), sends each one job, and prints the heap")
-		fmt.Fprintln(stderr, "and RSS per tenant as JSON. See 'wadispatch bench --help'.")
+		fmt.Fprintln(stderr, "and RSS per tenant as JSON. See 'wadbench --help'.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *n < 1 {
-		return fmt.Errorf("%w: --tenants must be at least 1", errUsage)
+		return fmt.Errorf("%w: --tenants must be at least 1", ErrUsage)
 	}
 	start := time.Now()
 	r, err := measureScale(ctx, *n, *memprofile)
@@ -145,7 +145,7 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		tok := scaleToken("EAAG" + id + strings.Repeat("x", 180))
 		tokens[id] = tok
 	}
-	logger := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo, Version: version, Secrets: secrets})
+	logger := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo, Version: "bench", Secrets: secrets})
 	settled := make(chan struct{}, 1024)
 	stub := &testkit.FakeBroker{Forget: true, SettleFn: func(context.Context, messages.Delivery, ...broker.Message) error {
 		settled <- struct{}{}
@@ -186,7 +186,8 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		}
 	}
 	// Every tenant has settled its job; let their last messages run.
-	if _, err := system.Root.RequestFuture(router, &messages.GetTenant{TenantID: tenants[n-1].ID}, actors.AskTimeout).Result(); err != nil {
+	dir := actors.Directory{Root: system.Root, Router: router, ListTimeout: 30 * time.Second}
+	if _, err := dir.Get(ctx, tenants[n-1].ID); err != nil {
 		return scaleReport{}, err
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -194,12 +195,12 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 	// Then the actors go idle and are passivated; their state stays.
 	deadline := time.Now().Add(scalePassivateAfter + 60*time.Second)
 	for {
-		res, err := system.Root.RequestFuture(router, &messages.ListTenants{}, 30*time.Second).Result()
+		list, err := dir.List(ctx)
 		if err != nil {
 			return scaleReport{}, err
 		}
 		active := 0
-		for _, t := range res.(*messages.TenantList).Tenants {
+		for _, t := range list {
 			if t.Active {
 				active++
 			}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/wadispatch/wadispatch/testkit/localrun"
 )
 
-// The deferral burst: one tenant at 600/min with the seed's burst of 80.
+// The deferral burst: one tenant at 600/min with a burst of 80.
 const (
 	deferralPerMinute = 600
 	deferralBurst     = 80
@@ -22,7 +24,7 @@ func (e *benchEnv) deferral(ctx context.Context) ([]benchRow, error) {
 	ideal := time.Duration(float64(jobs-deferralBurst) / deferralPerMinute * float64(time.Minute))
 	tenant := e.tenants[0]
 	events := &benchEventCounter{}
-	bw, err := e.newBenchWorker(ctx, "deferral", []localTenant{tenant},
+	bw, err := e.newBenchWorker(ctx, "deferral", []localrun.Tenant{tenant},
 		fmt.Sprintf("rate_limit: {per_minute: %d, burst: %d}", deferralPerMinute, deferralBurst), events, "--log-level", "debug")
 	if err != nil {
 		return nil, err

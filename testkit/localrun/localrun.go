@@ -1,4 +1,12 @@
-package main
+// Package localrun sets up a worker run on this machine against the fake
+// Graph API (testkit/fakemeta): a temporary directory, a tenants file whose
+// tokens the fake accepts with a getenv that serves those tokens, and a
+// plain AMQP channel beside the worker. The demo, the benchmark suite and
+// the end-to-end tests all run the worker this way.
+//
+// Like fakemeta it links neither testing nor a test library, so the demo in
+// the production binary can use it. It starts no worker itself.
+package localrun
 
 import (
 	"fmt"
@@ -9,14 +17,14 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
-// startLocalMeta starts a fake Graph API on a free loopback port and makes
-// a temporary directory for a local run's tenants file; cleanup stops the
-// one and removes the other.
-func startLocalMeta(prefix string) (fake *testkit.FakeMeta, dir string, cleanup func(), err error) {
-	fake, err = testkit.NewFakeMeta("127.0.0.1:0")
+// StartMeta starts a fake Graph API on a free loopback port and makes a
+// temporary directory (named prefix*) for a local run's tenants file;
+// cleanup stops the one and removes the other.
+func StartMeta(prefix string) (fake *fakemeta.Server, dir string, cleanup func(), err error) {
+	fake, err = fakemeta.New("127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -28,10 +36,9 @@ func startLocalMeta(prefix string) (fake *testkit.FakeMeta, dir string, cleanup 
 	return fake, dir, func() { _ = fake.Close(); _ = os.RemoveAll(dir) }, nil
 }
 
-// dialChannel opens a connection to url and a channel on it, for the demo,
-// the benchmarks and the tests that talk to the broker beside the worker.
-// Closing the connection closes the channel.
-func dialChannel(url string) (*amqp.Connection, *amqp.Channel, error) {
+// DialChannel opens a connection to url and a channel on it, for talking to
+// the broker beside the worker. Closing the connection closes the channel.
+func DialChannel(url string) (*amqp.Connection, *amqp.Channel, error) {
 	conn, err := amqp.DialConfig(url, amqp.Config{Dial: amqp.DefaultDial(5 * time.Second)})
 	if err != nil {
 		return nil, nil, err
@@ -44,9 +51,8 @@ func dialChannel(url string) (*amqp.Connection, *amqp.Channel, error) {
 	return conn, ch, nil
 }
 
-// localTenant is a tenant whose Meta is a testkit.FakeMeta: the demo, the
-// bench and the integration tests all run the worker this way.
-type localTenant struct {
+// Tenant is a tenant whose Meta is a fakemeta.Server.
+type Tenant struct {
 	ID    string
 	Phone string
 	Token string
@@ -57,11 +63,11 @@ type localTenant struct {
 	Extra string
 }
 
-// writeLocalTenants registers every tenant's token with fake and writes a
+// WriteTenants registers every tenant's token with fake and writes a
 // tenants file into dir; defaults is the body of its defaults block ("" for
 // none), one key per line. It returns the file's path and a getenv that
 // serves the tokens' variables and falls back to base (which may be nil).
-func writeLocalTenants(dir, defaults string, tenants []localTenant, fake *testkit.FakeMeta,
+func WriteTenants(dir, defaults string, tenants []Tenant, fake *fakemeta.Server,
 	base func(string) string) (string, func(string) string, error) {
 	env := map[string]string{}
 	var file strings.Builder

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 // Fairness load: 20 quiet tenants at 2 jobs/s each; the noisy tenant's
@@ -26,14 +26,14 @@ const (
 type fairCase struct {
 	name   string
 	rate   int // noisy jobs per second; 0 = none
-	behave testkit.Behaviour
+	behave fakemeta.Behaviour
 }
 
 var fairCases = []fairCase{
 	{name: "(a) alone"},
 	{name: "(b) one tenant floods at 10x its limit", rate: 10 * fairNoisyLimit},
-	{name: "(c) one tenant's Meta hangs until timeout", rate: fairNoisyLimit, behave: testkit.Behaviour{Hang: true}},
-	{name: "(d) one tenant's Meta answers 500", rate: fairNoisyLimit, behave: testkit.Behaviour{FailRaw: 500}},
+	{name: "(c) one tenant's Meta hangs until timeout", rate: fairNoisyLimit, behave: fakemeta.Behaviour{Hang: true}},
+	{name: "(d) one tenant's Meta answers 500", rate: fairNoisyLimit, behave: fakemeta.Behaviour{FailRaw: 500}},
 }
 
 // fairResult is one case's quiet publish-to-send times.
@@ -98,7 +98,7 @@ func (e *benchEnv) fairRun(ctx context.Context, c fairCase, d time.Duration) (fa
 	quiet := e.tenants[:fairQuietTenants]
 	noisy := e.tenants[fairQuietTenants]
 	e.fake.Behave(noisy.Phone, c.behave)
-	defer e.fake.Behave(noisy.Phone, testkit.Behaviour{})
+	defer e.fake.Behave(noisy.Phone, fakemeta.Behaviour{})
 	bw, err := e.newBenchWorker(ctx, "fairness", e.tenants[:fairQuietTenants+1], fairDefaults, io.Discard, "--meta-timeout", "1s")
 	if err != nil {
 		return fairResult{}, err

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -37,6 +38,7 @@ func (e *benchEnv) hotpath(ctx context.Context) ([]benchRow, error) {
 	e.progress("hotpath: go %s", strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
+	cmd.Env = moduleEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("go test -bench: %w\n%s", err, out)
@@ -61,7 +63,9 @@ func (e *benchEnv) hotpath(ctx context.Context) ([]benchRow, error) {
 // moduleRoot is the directory of the main module's go.mod, as the go tool
 // sees it from the working directory.
 func benchModuleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	cmd := exec.CommandContext(ctx, "go", "env", "GOMOD")
+	cmd.Env = moduleEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("hot-path benchmarks need the go tool: %w", err)
 	}
@@ -71,6 +75,11 @@ func benchModuleRoot(ctx context.Context) (string, error) {
 	}
 	return filepath.Dir(mod), nil
 }
+
+// moduleEnv is this process's environment with GOWORK=off: the benchmarks
+// build with the worker module's own requirements, not the workspace's
+// (which adds the tools module's), as the Taskfile's commands do.
+func moduleEnv() []string { return append(os.Environ(), "GOWORK=off") }
 
 type benchResult struct {
 	name                             string

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"encoding/json"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/wadispatch/wadispatch/actors"
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 // tenantInfo asks the running worker's router about one tenant.
@@ -25,8 +25,8 @@ func (h *harness) tenantInfo(id string) messages.TenantInfo {
 }
 
 // sentCalls are the fake's accepted calls for one phone number, in order.
-func sentCalls(calls []testkit.Call, phone string) []testkit.Call {
-	var out []testkit.Call
+func sentCalls(calls []fakemeta.Call, phone string) []fakemeta.Call {
+	var out []fakemeta.Call
 	for _, c := range calls {
 		if c.PhoneNumberID == phone && c.Status == 200 {
 			out = append(out, c)
@@ -41,7 +41,7 @@ func TestRateLimitedTenantNeitherDelaysOthersNorGetsThrottled(t *testing.T) {
 	h := startHarness(t, []testTenant{a, b}, harnessOptions{})
 	const perMinute, burst = 600.0, 20
 	// The fake enforces the same rate: any send too early is answered 130429.
-	h.fake.Behave(a.Phone, testkit.Behaviour{RateLimit: &testkit.Rate{PerMinute: perMinute, Burst: burst}})
+	h.fake.Behave(a.Phone, fakemeta.Behaviour{RateLimit: &fakemeta.Rate{PerMinute: perMinute, Burst: burst}})
 
 	for i := range 300 {
 		h.publish(job(a.ID, fmt.Sprintf("a-%03d", i), fmt.Sprintf("1555%07d", i)))
@@ -103,7 +103,7 @@ func TestRateLimitedTenantNeitherDelaysOthersNorGetsThrottled(t *testing.T) {
 
 // maxReorder is the largest number of positions a job moved between
 // publishing and sending, read from the job number in the payload text.
-func maxReorder(calls []testkit.Call) int {
+func maxReorder(calls []fakemeta.Call) int {
 	order := make([]int, len(calls))
 	for i, c := range calls {
 		var p struct{ Text struct{ Body string } }
@@ -129,7 +129,7 @@ func abs(x int) int {
 func TestMetaThrottlingSlowsTheTenantAndLosesNothing(t *testing.T) {
 	a := testTenant{ID: "throttled", Phone: "200000000000003", Token: "EAAtoken-thr-s3cr3t", Extra: "rate_limit: {per_minute: 600, burst: 20}"}
 	h := startHarness(t, []testTenant{a}, harnessOptions{})
-	h.fake.Behave(a.Phone, testkit.Behaviour{FailCode: 130429, FailTimes: 3})
+	h.fake.Behave(a.Phone, fakemeta.Behaviour{FailCode: 130429, FailTimes: 3})
 	for i := range 20 {
 		h.publish(job(a.ID, fmt.Sprintf("t-%02d", i), fmt.Sprintf("1555%07d", i)))
 	}
@@ -158,7 +158,7 @@ func TestMetaThrottlingSlowsTheTenantAndLosesNothing(t *testing.T) {
 func TestPairRateDelaysOnlyThatRecipient(t *testing.T) {
 	a := testTenant{ID: "pairs", Phone: "200000000000004", Token: "EAAtoken-pairs-s3cr3t"}
 	h := startHarness(t, []testTenant{a}, harnessOptions{})
-	h.fake.Behave(a.Phone, testkit.Behaviour{PairRate: 3 * time.Second})
+	h.fake.Behave(a.Phone, fakemeta.Behaviour{PairRate: 3 * time.Second})
 	h.publish(job(a.ID, "first-to-x", "15550000001"))
 	h.publish(job(a.ID, "second-to-x", "15550000001"))
 	h.publish(job(a.ID, "third-to-y", "15550000002"))

@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"context"
@@ -20,13 +20,24 @@ import (
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// workerOptions are the seams tests and the demo use; the zero value runs
-// the real thing.
-type workerOptions struct {
-	Logs    io.Writer       // log output (default stdout)
-	Sender  whatsapp.Sender // replaces the Graph API client
-	Getenv  func(string) string
+// Options are the seams the binary, the tests, the demo and the benchmark
+// suite use; the zero value runs the real thing with its logs discarded.
+type Options struct {
+	// Logs is where the JSON log lines go (nil discards them; the binary
+	// passes stdout).
+	Logs io.Writer
+	// Sender replaces the Graph API client (nil: whatsapp.NewClient with the
+	// configured base URL, version and timeout).
+	Sender whatsapp.Sender
+	// Getenv reads the tenants' token variables (nil reads none).
+	Getenv func(string) string
+	// Secrets is the log redactor's set; nil starts an empty one. The
+	// broker password, the admin token and every tenant token read are
+	// added to it.
 	Secrets *logging.Secrets
+	// Version is the build's version, logged on every line ("dev" when
+	// empty).
+	Version string
 }
 
 // Worker is one wadispatch process: broker, actor system, router.
@@ -46,11 +57,16 @@ type Worker struct {
 	cancelWork context.CancelFunc
 }
 
-// NewWorker connects to the broker, declares the topology and starts the
-// actors. Consuming starts with Run.
-func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Worker, error) {
+// New connects to the broker, declares the topology, starts the actors and,
+// when ADMIN_ADDR is not off, the admin API. Consuming starts with Run. An
+// error wrapping config.ErrConfig means the configuration (e.g. a tenant's
+// token) is at fault.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) {
 	if opts.Logs == nil {
 		opts.Logs = io.Discard
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
 	}
 	if opts.Getenv == nil {
 		opts.Getenv = func(string) string { return "" }
@@ -71,7 +87,7 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 		}
 		tokens[t.ID] = src
 	}
-	logger := logging.New(opts.Logs, logging.Options{Level: cfg.LogLevel, Version: version, Secrets: secrets})
+	logger := logging.New(opts.Logs, logging.Options{Level: cfg.LogLevel, Version: opts.Version, Secrets: secrets})
 	sender := opts.Sender
 	if sender == nil {
 		sender = whatsapp.NewClient(cfg.MetaBaseURL, cfg.MetaAPIVersion, cfg.MetaTimeout)
@@ -122,20 +138,20 @@ func NewWorker(ctx context.Context, cfg config.Config, opts workerOptions) (*Wor
 			Tenants: tenants, Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
 		})
 		if err == nil {
-			err = w.admin.Start()
+			err = w.admin.Start() // logs admin_listening with its address
 		}
 		if err != nil {
 			w.stopActors()
 			_ = b.Close()
 			return nil, fmt.Errorf("admin API on %s: %w", cfg.AdminAddr, err)
 		}
-		logger.Info("admin_listening", slog.String("addr", w.admin.Addr()))
 	}
 	return w, nil
 }
 
-// listTenants asks the router for every tenant's state.
-func (w *Worker) listTenants(ctx context.Context) ([]messages.TenantInfo, error) {
+// Tenants asks the router for every tenant's state, as the admin API's
+// GET /v1/tenants and the metrics report it.
+func (w *Worker) Tenants(ctx context.Context) ([]messages.TenantInfo, error) {
 	return w.tenants.List(ctx)
 }
 
@@ -246,12 +262,19 @@ func (r registeringToken) Token() (string, error) {
 	return tok, err
 }
 
-func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Main is `wadispatch run`: it loads the configuration from opts.Getenv and
+// args (flag errors and --help go to stderr), starts the worker with opts
+// and runs it until ctx ends. A configuration error wraps config.ErrConfig.
+func Main(ctx context.Context, args []string, stderr io.Writer, opts Options) error {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
 	cfg, err := config.Load(getenv, args, stderr)
 	if err != nil {
 		return err
 	}
-	w, err := NewWorker(ctx, cfg, workerOptions{Logs: stdout, Getenv: getenv})
+	w, err := New(ctx, cfg, opts)
 	if err != nil {
 		if errors.Is(err, config.ErrConfig) {
 			return err

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 // perJob counts the events named name by internal id.
@@ -23,7 +23,9 @@ func (h *harness) perJob(name string) map[string]int {
 }
 
 // TestEveryEventIsLoggedOncePerOccurrence runs one worker through each kind
-// of outcome and counts the DESIGN.md §8 events each job produced.
+// of outcome and counts the operational log events (message_delivered,
+// message_failed, message_deferred, circuit_breaker_opened, ...) each job
+// produced.
 func TestEveryEventIsLoggedOncePerOccurrence(t *testing.T) {
 	ok := testTenant{ID: "ok", Phone: "600000000000001", Token: "EAAtoken-ok-s3cr3t"}
 	perm := testTenant{ID: "perm", Phone: "600000000000002", Token: "EAAtoken-perm-s3cr3t"}
@@ -32,8 +34,8 @@ func TestEveryEventIsLoggedOncePerOccurrence(t *testing.T) {
 	broken := testTenant{ID: "broken", Phone: "600000000000004", Token: "EAAtoken-broken-s3cr3t",
 		Extra: "breaker: {failure_threshold: 2, open_for: 60s}"}
 	h := startHarness(t, []testTenant{ok, perm, limited, broken}, harnessOptions{})
-	h.fake.Behave(perm.Phone, testkit.Behaviour{FailCode: 131026, FailSubcode: 2494010})
-	h.fake.Behave(broken.Phone, testkit.Behaviour{FailRaw: 500})
+	h.fake.Behave(perm.Phone, fakemeta.Behaviour{FailCode: 131026, FailSubcode: 2494010})
+	h.fake.Behave(broken.Phone, fakemeta.Behaviour{FailRaw: 500})
 
 	for i := range 3 {
 		h.publish(job(ok.ID, fmt.Sprintf("ok-%d", i), "15550000010"))

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 // brokerPrefetch asks RabbitMQ (not the worker) for the prefetch count of
@@ -64,7 +64,7 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 			"--backpressure-low", "100", "--prefetch", "10", "--prefetch-reduced", "5"},
 		BeforeRun: func(h *harness) {
 			for _, tn := range tenants {
-				h.fake.Behave(tn.Phone, testkit.Behaviour{Latency: fakeLatency})
+				h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakeLatency})
 			}
 		},
 	})

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"fmt"
@@ -11,13 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 func TestPermanentErrorsNeverOpenTheBreaker(t *testing.T) {
 	tenants := defaultTenants(1)
 	h := startHarness(t, tenants, harnessOptions{})
-	h.fake.Behave(tenants[0].Phone, testkit.Behaviour{FailCode: 131026})
+	h.fake.Behave(tenants[0].Phone, fakemeta.Behaviour{FailCode: 131026})
 	for i := range 8 {
 		h.publish(job(tenants[0].ID, fmt.Sprintf("p-%d", i), "15550000003"))
 	}

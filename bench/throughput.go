@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
 )
 
 // throughputCase is one cell of the throughput grid.
@@ -53,7 +54,7 @@ func parseThroughputCases(s string) ([]throughputCase, error) {
 		t, err1 := strconv.Atoi(ts)
 		p, err2 := strconv.Atoi(ps)
 		if !ok || err1 != nil || err2 != nil || t < 1 || t > 1000 || p < 1 || p > 1000 {
-			return nil, fmt.Errorf("%w: --throughput-cases: %q is not TENANTSxPREFETCH (tenants 1-1000, prefetch 1-1000)", errUsage, f)
+			return nil, fmt.Errorf("%w: --throughput-cases: %q is not TENANTSxPREFETCH (tenants 1-1000, prefetch 1-1000)", ErrUsage, f)
 		}
 		out = append(out, throughputCase{t, p})
 	}
@@ -234,16 +235,12 @@ func (e *benchEnv) workerThroughput(ctx context.Context, c throughputCase, load 
 
 // deferredTotal sums the deferrals of every tenant.
 func (b *benchWorker) deferredTotal() (int64, error) {
-	res, err := b.w.System().Root.RequestFuture(b.w.Router(), &messages.ListTenants{}, 10*time.Second).Result()
+	tenants, err := b.w.Tenants(context.Background())
 	if err != nil {
 		return 0, err
 	}
-	list, ok := res.(*messages.TenantList)
-	if !ok {
-		return 0, fmt.Errorf("list tenants: unexpected answer %T", res)
-	}
 	var n int64
-	for _, t := range list.Tenants {
+	for _, t := range tenants {
 		n += t.DeferredTotal
 	}
 	return n, nil
@@ -258,7 +255,7 @@ func (e *benchEnv) baselineThroughput(ctx context.Context, c throughputCase, loa
 	}
 	defer func() { _ = topo.Delete(e.amqpURL) }()
 	b := &benchBaseline{url: e.amqpURL, topo: topo, metaURL: e.fake.URL() + "/v23.0/", prefetch: c.prefetch,
-		workers: min(c.tenants, c.prefetch), tenants: map[string]localTenant{}}
+		workers: min(c.tenants, c.prefetch), tenants: map[string]localrun.Tenant{}}
 	for _, t := range e.tenants[:c.tenants] {
 		b.tenants[t.ID] = t
 	}
@@ -267,7 +264,7 @@ func (e *benchEnv) baselineThroughput(ctx context.Context, c throughputCase, loa
 }
 
 func declareBaselineTopology(url string, topo broker.Topology) error {
-	conn, ch, err := dialChannel(url)
+	conn, ch, err := localrun.DialChannel(url)
 	if err != nil {
 		return err
 	}
@@ -292,7 +289,7 @@ type benchBaseline struct {
 	metaURL  string // base URL with the API version, ending in /
 	prefetch int
 	workers  int
-	tenants  map[string]localTenant
+	tenants  map[string]localrun.Tenant
 
 	consConn, pubConn *amqp.Connection
 	wg                sync.WaitGroup

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -69,7 +69,7 @@ func TestParseThroughputCases(t *testing.T) {
 	})
 	t.Run("RefusesMoreTenantsThanTheBenchHas", func(t *testing.T) {
 		_, err := parseThroughputCases("1001x10")
-		assert.ErrorIs(t, err, errUsage)
+		assert.ErrorIs(t, err, ErrUsage)
 	})
 }
 
@@ -97,7 +97,7 @@ func TestBenchScale(t *testing.T) {
 func TestBenchHelp(t *testing.T) {
 	t.Run("ExplainsEveryRow", func(t *testing.T) {
 		var stderr bytes.Buffer
-		err := runBench(context.Background(), []string{"--help"}, func(string) string { return "" }, &bytes.Buffer{}, &stderr)
+		err := Main(context.Background(), []string{"--help"}, func(string) string { return "" }, &bytes.Buffer{}, &stderr)
 		require.Error(t, err)
 		for _, row := range []string{"throughput T tenants", "fairness (a)", "scale N tenants", "deferral burst", "hotpath"} {
 			assert.Contains(t, stderr.String(), row)
@@ -107,7 +107,7 @@ func TestBenchHelp(t *testing.T) {
 		}
 	})
 	t.Run("RefusesAnUnknownSection", func(t *testing.T) {
-		err := runBench(context.Background(), []string{"--only", "speed"}, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
-		assert.ErrorIs(t, err, errUsage)
+		err := Main(context.Background(), []string{"--only", "speed"}, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
+		assert.ErrorIs(t, err, ErrUsage)
 	})
 }

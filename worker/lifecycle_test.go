@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"context"
@@ -20,6 +20,8 @@ import (
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
 )
 
 // These tests take the broker away from a running worker, or stop or kill
@@ -40,7 +42,7 @@ func TestBrokerRestartMidStreamLosesNoJobAndSendsNoneTwice(t *testing.T) {
 	tenants := defaultTenants(5)
 	h := startNodeWorker(t, node, tenants)
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, testkit.Behaviour{Latency: 30 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 30 * time.Millisecond})
 	}
 	ids := lifecycleJobs(tenants, jobs, "restart")
 	publishOn(t, node.URL(), h.topo.Queue, ids)
@@ -101,7 +103,7 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	tenants := defaultTenants(4)
 	h, args := processHarness(t, tenants)
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, testkit.Behaviour{Latency: 15 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
 	}
 	ids := lifecycleJobs(tenants, jobs, "kill")
 	h.publishAll(bodiesOf(ids))
@@ -144,9 +146,9 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 	slow := testTenant{ID: "slow", Phone: "800000000000001", Token: "EAAtoken-slow-s3cr3t"}
 	h, args := processHarness(t, append(tenants, slow), "--shutdown-timeout", shutdownTimeout.String())
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, testkit.Behaviour{Latency: 15 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
 	}
-	h.fake.Behave(slow.Phone, testkit.Behaviour{Latency: time.Second})
+	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: time.Second})
 	ids := append(lifecycleJobs([]testTenant{slow}, 4, "slow"), lifecycleJobs(tenants, jobs, "term")...)
 	h.publishAll(bodiesOf(ids))
 
@@ -177,7 +179,7 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 	assert.Equal(t, len(ids), len(before)+len(queued)+dead, "results + queued + DLQ = all jobs")
 	require.NotEmpty(t, queued, "the test stopped the worker mid-stream")
 
-	h.fake.Behave(slow.Phone, testkit.Behaviour{Latency: 15 * time.Millisecond})
+	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
 	second := startProcess(t, h, args)
 	after := h.results(len(queued), 60*time.Second) // fails on a duplicate
 	for id := range after {
@@ -243,9 +245,9 @@ func startNodeWorker(t *testing.T, node *testkit.RabbitNode, tenants []testTenan
 		Args: []string{"--log-level", "info"}})
 }
 
-// processHarness builds the wadispatch binary and prepares queues, a fake
-// Meta and a tenants file (tokens in files) for `wadispatch run` processes
-// on the shared broker. It returns the harness (whose worker is nil) and
+// processHarness builds the wadispatch binary (./cmd/wadispatch) and
+// prepares queues, a fake Meta and a tenants file (tokens in files) for
+// `wadispatch run` processes on the shared broker. It returns the harness (whose worker is nil) and
 // the command line of such a process: the binary, then its flags.
 func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harness, []string) {
 	t.Helper()
@@ -257,7 +259,7 @@ func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harne
 		require.NoError(t, os.WriteFile(tenants[i].TokenFile, []byte(tenants[i].Token), 0o600))
 		h.tenants[tenants[i].ID] = tenants[i]
 	}
-	path, _, err := writeLocalTenants(dir, lifecycleDefaults, tenants, h.fake, nil)
+	path, _, err := localrun.WriteTenants(dir, lifecycleDefaults, tenants, h.fake, nil)
 	require.NoError(t, err)
 	h.ch = testkit.Channel(t)
 	// The worker declares the same queue; publishing may come first.
@@ -265,7 +267,7 @@ func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harne
 	require.NoError(t, err)
 	t.Cleanup(h.checkLogs)
 	bin := filepath.Join(dir, "wadispatch")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/wadispatch/wadispatch/cmd/wadispatch").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 	args := append([]string{bin,
 		"--amqp-url", testkit.AMQPURL(), "--amqp-queue", h.topo.Queue, "--results-exchange", h.topo.ResultsExchange,
@@ -418,7 +420,7 @@ func ambiguousSettles(h *harness) map[string]bool {
 
 // duplicateSends returns, by internal id, how many more times than once
 // the fake Meta accepted each job.
-func duplicateSends(calls []testkit.Call) map[string]int {
+func duplicateSends(calls []fakemeta.Call) map[string]int {
 	accepted := map[string]int{}
 	for _, c := range calls {
 		if c.Status != 200 {
@@ -440,7 +442,7 @@ func duplicateSends(calls []testkit.Call) map[string]int {
 	return dups
 }
 
-func waitCalls(t *testing.T, fake *testkit.FakeMeta, n int) {
+func waitCalls(t *testing.T, fake *fakemeta.Server, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -495,7 +497,7 @@ func peekIDs(t *testing.T, queue string) map[string]bool {
 
 // onNode runs f on a channel of a fresh connection to url.
 func onNode(url string, f func(ch *amqp.Channel) error) error {
-	conn, ch, err := dialChannel(url)
+	conn, ch, err := localrun.DialChannel(url)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package worker_test
 
 import (
 	"bytes"
@@ -18,20 +18,23 @@ import (
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
 	"github.com/wadispatch/wadispatch/whatsapp"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 // testTenant is a tenant of a harness.
-type testTenant = localTenant
+type testTenant = localrun.Tenant
 
 // harness runs a whole worker against the real broker and the fake Meta
 // server, on queues of its own.
 type harness struct {
 	tb      testing.TB
-	fake    *testkit.FakeMeta
+	fake    *fakemeta.Server
 	topo    broker.Topology
 	cfg     config.Config
-	worker  *Worker
+	worker  *worker.Worker
 	ch      *amqp.Channel
 	logs    *syncBuffer
 	tenants map[string]testTenant
@@ -75,7 +78,7 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	for _, t := range tenants {
 		h.tenants[t.ID] = t
 	}
-	path, getenv, err := writeLocalTenants(tb.TempDir(), defaults, tenants, h.fake, nil)
+	path, getenv, err := localrun.WriteTenants(tb.TempDir(), defaults, tenants, h.fake, nil)
 	require.NoError(tb, err)
 	url := testkit.AMQPURL()
 	if opts.AMQPURL != "" {
@@ -93,7 +96,7 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	if opts.WrapSender != nil {
 		sender = opts.WrapSender(whatsapp.NewClient(cfg.MetaBaseURL, cfg.MetaAPIVersion, cfg.MetaTimeout))
 	}
-	w, err := NewWorker(context.Background(), cfg, workerOptions{Logs: h.logs, Getenv: getenv, Sender: sender})
+	w, err := worker.New(context.Background(), cfg, worker.Options{Logs: h.logs, Getenv: getenv, Sender: sender})
 	require.NoError(tb, err)
 	h.worker = w
 	h.ch = testkit.ChannelTo(tb, url)

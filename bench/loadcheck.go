@@ -1,8 +1,9 @@
-package main
+package bench
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,21 +17,28 @@ import (
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/localrun"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
-const benchUsage = `Usage: wadispatch bench loadcheck [flags]
+const loadcheckUsage = `Usage: wadbench loadcheck [flags]
 
-loadcheck is the seed's load check: one tenant is offered --rate jobs/s for
---duration at the seed's 80/min (burst 80) while --quiet other tenants send
+loadcheck is a load check of one rate limit: one tenant is offered --rate
+jobs/s for --duration at 80/min (burst 80) while --quiet other tenants send
 one job per second each. It reports the loud tenant's sends per minute
 (expect 80 plus the initial burst), its deferrals per job, and the quiet
 tenants' publish-to-send p50/p99 without and with that load.
 `
 
-// runBench runs the benchmark suite, or one of its subcommands: loadcheck,
-// and scale (one scale measurement, which the suite runs as a child
-// process).
-func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// ErrUsage marks a command-line mistake (cmd/wadbench exits with code 2).
+var ErrUsage = errors.New("usage")
+
+// Main is the wadbench command: the benchmark suite, or one of its
+// subcommands: loadcheck, and scale (one scale measurement, which the suite
+// runs as a child process of the same binary). args are the command's
+// arguments; getenv is read for AMQP_URL. A command-line mistake wraps
+// ErrUsage, --help returns flag.ErrHelp, and an unmet goal is no error.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "loadcheck":
@@ -43,18 +51,18 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 func runLoadCheck(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("wadispatch bench loadcheck", flag.ContinueOnError)
+	fs := flag.NewFlagSet("wadbench loadcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	amqpURL := fs.String("amqp-url", firstNonEmpty(getenv("AMQP_URL"), testkit.DefaultAMQPURL), "broker URL")
 	duration := fs.Duration("duration", 60*time.Second, "how long the loud tenant is offered load")
 	baseline := fs.Duration("baseline", 20*time.Second, "how long the quiet tenants run alone first")
 	rate := fs.Int("rate", 100, "jobs per second offered for the loud tenant")
 	quiet := fs.Int("quiet", 5, "number of quiet tenants (1 job/s each)")
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, loadcheckUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fake, dir, cleanup, err := startLocalMeta("wadispatch-bench-")
+	fake, dir, cleanup, err := localrun.StartMeta("wadispatch-bench-")
 	if err != nil {
 		return err
 	}
@@ -64,12 +72,12 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 		names = append(names, fmt.Sprintf("quiet%02d", i))
 	}
 	phones := map[string]string{}
-	tenants := make([]localTenant, len(names))
+	tenants := make([]localrun.Tenant, len(names))
 	for i, n := range names {
-		tenants[i] = localTenant{ID: n, Phone: fmt.Sprintf("3000000000%05d", i), Token: "bench-token-" + n}
+		tenants[i] = localrun.Tenant{ID: n, Phone: fmt.Sprintf("3000000000%05d", i), Token: "bench-token-" + n}
 		phones[tenants[i].Phone] = n
 	}
-	path, getBenchEnv, err := writeLocalTenants(dir, "rate_limit: {per_minute: 80, burst: 80}", tenants, fake, nil)
+	path, getBenchEnv, err := localrun.WriteTenants(dir, "rate_limit: {per_minute: 80, burst: 80}", tenants, fake, nil)
 	if err != nil {
 		return err
 	}
@@ -80,7 +88,7 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 	if err != nil {
 		return err
 	}
-	w, err := NewWorker(ctx, cfg, workerOptions{Getenv: getBenchEnv})
+	w, err := worker.New(ctx, cfg, worker.Options{Getenv: getBenchEnv})
 	if err != nil {
 		return err
 	}
@@ -90,7 +98,7 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 	go func() { stopped <- w.Run(runCtx) }()
 	defer func() { stop(); <-stopped }()
 
-	conn, ch, err := dialChannel(cfg.AMQPURL)
+	conn, ch, err := localrun.DialChannel(cfg.AMQPURL)
 	if err != nil {
 		return err
 	}
@@ -98,7 +106,7 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 	seq := 0
 	publish := func(tenant string) error {
 		seq++
-		body := jobBody(tenant, fmt.Sprintf("%s-%d", tenant, seq), "1555"+strconv.Itoa(seq),
+		body := loadcheckBody(tenant, fmt.Sprintf("%s-%d", tenant, seq), "1555"+strconv.Itoa(seq),
 			"t="+strconv.FormatInt(time.Now().UnixNano(), 10))
 		return ch.PublishWithContext(ctx, "", cfg.Queue, false, false, amqp.Publishing{
 			ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: body})
@@ -191,6 +199,25 @@ func runLoadCheck(ctx context.Context, args []string, getenv func(string) string
 		fmt.Fprintf(stdout, "%-44s %.2f\n", "quiet p99 ratio (loaded / alone)", float64(b)/float64(a))
 	}
 	return nil
+}
+
+// loadcheckBody is a text job whose text is the publish time.
+func loadcheckBody(tenant, id, to, text string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"tenantId": tenant, "internalId": id, "source": "bench"},
+		"wabaPayload": map[string]any{"messaging_product": "whatsapp", "recipient_type": "individual",
+			"to": to, "type": "text", "text": map[string]any{"body": text}},
+	})
+	return b
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // pct is the p-th percentile (nearest rank) of ds, rounded to 0.1 ms.

@@ -1,4 +1,4 @@
-package testkit_test
+package fakemeta_test
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/testkit"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 const (
@@ -54,7 +55,7 @@ func textBody(to string) []byte {
 	return fmt.Appendf(nil, `{"messaging_product":"whatsapp","recipient_type":"individual","to":%q,"type":"text","text":{"body":"hi"}}`, to)
 }
 
-func newFake(t *testing.T) *testkit.FakeMeta {
+func newFake(t *testing.T) *fakemeta.Server {
 	t.Helper()
 	f := testkit.StartFakeMeta(t)
 	f.AddTenant(phoneID, token)
@@ -90,14 +91,14 @@ func post(client *http.Client, url, tok string, body []byte) (reply, error) {
 	return r, nil
 }
 
-func send(t *testing.T, f *testkit.FakeMeta, phone, tok string, body []byte) reply {
+func send(t *testing.T, f *fakemeta.Server, phone, tok string, body []byte) reply {
 	t.Helper()
 	r, err := post(http.DefaultClient, messagesURL(f, phone), tok, body)
 	require.NoError(t, err)
 	return r
 }
 
-func messagesURL(f *testkit.FakeMeta, phone string) string {
+func messagesURL(f *fakemeta.Server, phone string) string {
 	return f.URL() + "/v23.0/" + phone + "/messages"
 }
 
@@ -206,7 +207,7 @@ func TestFakeMetaAnswers(t *testing.T) {
 func TestFakeMetaFailures(t *testing.T) {
 	t.Run("FailCodeTwiceThenSucceeds", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 131000, FailTimes: 2})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 131000, FailTimes: 2})
 		for range 2 {
 			r := send(t, f, phoneID, token, textBody("1"))
 			requireGraphError(t, r, http.StatusInternalServerError, 131000)
@@ -219,7 +220,7 @@ func TestFakeMetaFailures(t *testing.T) {
 
 	t.Run("FailCodeWithoutTimesFailsForever", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 131026})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 131026})
 		for range 4 {
 			requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusBadRequest, 131026)
 		}
@@ -232,14 +233,14 @@ func TestFakeMetaFailures(t *testing.T) {
 			{100, 400}, {131056, 400}, {368, 400},
 		} {
 			f := newFake(t)
-			f.Behave(phoneID, testkit.Behaviour{FailCode: tc.code})
+			f.Behave(phoneID, fakemeta.Behaviour{FailCode: tc.code})
 			requireGraphError(t, send(t, f, phoneID, token, textBody("1")), tc.status, tc.code)
 		}
 	})
 
 	t.Run("FailHTTPAndSubcodeAreAnswered", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 190, FailSubcode: 463, FailHTTP: 400})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 190, FailSubcode: 463, FailHTTP: 400})
 		r := send(t, f, phoneID, token, textBody("1"))
 		requireGraphError(t, r, http.StatusBadRequest, 190)
 		assert.Equal(t, 463, r.Error.Subcode)
@@ -247,14 +248,14 @@ func TestFakeMetaFailures(t *testing.T) {
 
 	t.Run("FailHTTPAloneScriptsCode0", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailHTTP: 401})
+		f.Behave(phoneID, fakemeta.Behaviour{FailHTTP: 401})
 		r := send(t, f, phoneID, token, textBody("1"))
 		requireGraphError(t, r, http.StatusUnauthorized, 0)
 	})
 
 	t.Run("FailRawAnswersBareStatusWithEmptyBody", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailRaw: 500, FailTimes: 1})
+		f.Behave(phoneID, fakemeta.Behaviour{FailRaw: 500, FailTimes: 1})
 		r := send(t, f, phoneID, token, textBody("1"))
 		assert.Equal(t, http.StatusInternalServerError, r.Status)
 		assert.Empty(t, r.Raw)
@@ -263,24 +264,24 @@ func TestFakeMetaFailures(t *testing.T) {
 
 	t.Run("BehaveReplacesAndResetsCount", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 2, FailTimes: 1})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 2, FailTimes: 1})
 		requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusInternalServerError, 2)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 2, FailTimes: 1})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 2, FailTimes: 1})
 		requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusInternalServerError, 2)
-		f.Behave(phoneID, testkit.Behaviour{})
+		f.Behave(phoneID, fakemeta.Behaviour{})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("1")).Status)
 	})
 
 	t.Run("BehaviourIsPerPhone", func(t *testing.T) {
 		f := newFake(t)
 		f.AddTenant("2", "other")
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 131000})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 131000})
 		assert.Equal(t, http.StatusOK, send(t, f, "2", "other", textBody("1")).Status)
 	})
 
 	t.Run("BehaviourWithoutTenantStillAnswersUnknownPhone", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave("777", testkit.Behaviour{FailCode: 131000})
+		f.Behave("777", fakemeta.Behaviour{FailCode: 131000})
 		requireGraphError(t, send(t, f, "777", token, textBody("1")), http.StatusBadRequest, 100)
 	})
 }
@@ -289,7 +290,7 @@ func TestFakeMetaTiming(t *testing.T) {
 	t.Run("LatencyDelaysTheAnswer", func(t *testing.T) {
 		f := newFake(t)
 		const latency = 80 * time.Millisecond
-		f.Behave(phoneID, testkit.Behaviour{Latency: latency})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: latency})
 		start := time.Now()
 		r := send(t, f, phoneID, token, textBody("1"))
 		assert.Equal(t, http.StatusOK, r.Status)
@@ -298,7 +299,7 @@ func TestFakeMetaTiming(t *testing.T) {
 
 	t.Run("HangEndsWhenClientGivesUp", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{Hang: true})
+		f.Behave(phoneID, fakemeta.Behaviour{Hang: true})
 		client := &http.Client{Timeout: 100 * time.Millisecond}
 		_, err := post(client, messagesURL(f, phoneID), token, textBody("1"))
 		require.Error(t, err)
@@ -314,7 +315,7 @@ func TestFakeMetaTiming(t *testing.T) {
 
 	t.Run("HangEndsOnClose", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{Hang: true})
+		f.Behave(phoneID, fakemeta.Behaviour{Hang: true})
 		errs := make(chan error, 1)
 		go func() {
 			_, err := post(http.DefaultClient, messagesURL(f, phoneID), token, textBody("1"))
@@ -340,7 +341,7 @@ func TestFakeMetaTiming(t *testing.T) {
 
 	t.Run("LatencyEndsWhenClientGivesUp", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{Latency: time.Hour})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: time.Hour})
 		client := &http.Client{Timeout: 50 * time.Millisecond}
 		_, err := post(client, messagesURL(f, phoneID), token, textBody("1"))
 		require.Error(t, err)
@@ -354,7 +355,7 @@ func TestFakeMetaTiming(t *testing.T) {
 func TestFakeMetaRates(t *testing.T) {
 	t.Run("RateLimitAllowsBurstThenAnswers130429", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{RateLimit: &testkit.Rate{PerMinute: 1, Burst: 3}})
+		f.Behave(phoneID, fakemeta.Behaviour{RateLimit: &fakemeta.Rate{PerMinute: 1, Burst: 3}})
 		for i := range 3 {
 			assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody(fmt.Sprint(i))).Status)
 		}
@@ -365,7 +366,7 @@ func TestFakeMetaRates(t *testing.T) {
 		f := newFake(t)
 		clock := testkit.NewFakeClock(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 		f.SetClock(clock.Now)
-		f.Behave(phoneID, testkit.Behaviour{RateLimit: &testkit.Rate{PerMinute: 60, Burst: 2}})
+		f.Behave(phoneID, fakemeta.Behaviour{RateLimit: &fakemeta.Rate{PerMinute: 60, Burst: 2}})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("1")).Status)
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("2")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("3")), http.StatusTooManyRequests, 130429)
@@ -382,7 +383,7 @@ func TestFakeMetaRates(t *testing.T) {
 
 	t.Run("PairRateRejectsSameRecipientOnly", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{PairRate: time.Hour})
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: time.Hour})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status)
@@ -392,7 +393,7 @@ func TestFakeMetaRates(t *testing.T) {
 		f := newFake(t)
 		clock := testkit.NewFakeClock(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 		f.SetClock(clock.Now)
-		f.Behave(phoneID, testkit.Behaviour{PairRate: 6 * time.Second})
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: 6 * time.Second})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		clock.Advance(5 * time.Second)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
@@ -402,7 +403,7 @@ func TestFakeMetaRates(t *testing.T) {
 
 	t.Run("PairRateRejectionTakesNoRateToken", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{PairRate: time.Hour, RateLimit: &testkit.Rate{PerMinute: 1, Burst: 2}})
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: time.Hour, RateLimit: &fakemeta.Rate{PerMinute: 1, Burst: 2}})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status)
@@ -454,7 +455,7 @@ func TestFakeMetaCallLog(t *testing.T) {
 	t.Run("OrderIsArrivalNotCompletion", func(t *testing.T) {
 		f := newFake(t)
 		f.AddTenant("2", "other")
-		f.Behave(phoneID, testkit.Behaviour{Latency: 150 * time.Millisecond})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: 150 * time.Millisecond})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		slow := make(chan error, 1)
@@ -481,7 +482,7 @@ func TestFakeMetaCallLog(t *testing.T) {
 
 	t.Run("ResetClearsLogKeepsTenantsAndBehaviour", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, testkit.Behaviour{FailCode: 131026})
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 131026})
 		send(t, f, phoneID, token, textBody("111"))
 		f.Reset()
 		assert.Empty(t, f.Calls())
@@ -516,7 +517,7 @@ func TestFakeMetaCallLog(t *testing.T) {
 func TestFakeMetaConcurrentUse(t *testing.T) {
 	f := newFake(t)
 	f.AddTenant("2", "other")
-	f.Behave("2", testkit.Behaviour{FailCode: 131000, FailTimes: 25})
+	f.Behave("2", fakemeta.Behaviour{FailCode: 131000, FailTimes: 25})
 	const workers, each = 50, 20
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -549,7 +550,7 @@ func TestFakeMetaConcurrentUse(t *testing.T) {
 				mu.Unlock()
 				if w == 0 && i%5 == 0 {
 					_ = f.Calls()
-					f.Behave(phoneID, testkit.Behaviour{})
+					f.Behave(phoneID, fakemeta.Behaviour{})
 				}
 			}
 		})
@@ -561,7 +562,7 @@ func TestFakeMetaConcurrentUse(t *testing.T) {
 	assert.Len(t, f.Calls(), workers*each)
 }
 
-func BenchmarkFakeMetaSend(b *testing.B) {
+func BenchmarkSend(b *testing.B) {
 	f := testkit.StartFakeMeta(b)
 	f.AddTenant(phoneID, token)
 	url := messagesURL(f, phoneID)
