@@ -35,6 +35,7 @@ type harness struct {
 	topo    broker.Topology
 	cfg     config.Config
 	worker  *worker.Worker
+	conn    *amqp.Connection // the test's own, for ch
 	ch      *amqp.Channel
 	logs    *syncBuffer
 	tenants map[string]testTenant
@@ -99,7 +100,11 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	w, err := worker.New(context.Background(), cfg, worker.Options{Logs: h.logs, Getenv: getenv, Sender: sender})
 	require.NoError(tb, err)
 	h.worker = w
-	h.ch = testkit.ChannelTo(tb, url)
+	h.conn, err = amqp.Dial(url)
+	require.NoError(tb, err, "connect to RabbitMQ (run: go tool task rabbitmq)")
+	tb.Cleanup(func() { _ = h.conn.Close() })
+	h.ch, err = h.conn.Channel()
+	require.NoError(tb, err)
 	h.publishAll(opts.Prepublish)
 	if opts.BeforeRun != nil {
 		opts.BeforeRun(h)

@@ -48,6 +48,7 @@ type Worker struct {
 	broker  *broker.Broker
 	system  *actor.ActorSystem
 	router  *actor.PID
+	sender  whatsapp.Sender
 	tenants actors.Directory
 	metrics *metrics.Metrics
 	admin   *admin.Server // nil when ADMIN_ADDR is off
@@ -130,7 +131,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 	}
 	tenants := actors.Directory{Root: system.Root, Router: router}
 	w := &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
-		router: router, tenants: tenants, metrics: m, work: work, cancelWork: cancelWork}
+		router: router, sender: sender, tenants: tenants, metrics: m, work: work, cancelWork: cancelWork}
 	m.SetTenants(tenants)
 	if cfg.AdminEnabled() {
 		w.admin, err = admin.New(admin.Options{
@@ -172,18 +173,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	deliveries := make(chan *broker.Delivery)
 	consumed := make(chan error, 1)
 	go func() { consumed <- w.broker.Run(consume, deliveries) }()
-	go w.broker.RunBackpressure(consume, broker.BackpressureOptions{
-		Interval: w.cfg.BackpressureInterval,
-		High:     w.cfg.BackpressureHigh,
-		Low:      w.cfg.BackpressureLow,
-		Normal:   w.cfg.Prefetch,
-		Reduced:  w.cfg.PrefetchReduced,
-		OnDepth:  w.metrics.SetQueueDepth,
-		OnChange: func(_, _, to int) {
-			w.metrics.PrefetchChanged()
-			w.metrics.SetPrefetch(to)
-		},
-	})
+	backpressure := make(chan struct{})
+	go func() {
+		defer close(backpressure)
+		w.runBackpressure(consume)
+	}()
 	w.logger.Info("worker_started", slog.Int("tenants", len(w.cfg.Tenants)), slog.String("queue", w.cfg.Queue))
 	root := w.system.Root
 	sample := time.NewTicker(time.Second)
@@ -204,10 +198,14 @@ loop:
 	w.logger.Info("worker_stopping", slog.Int("unsettled", w.broker.Unsettled()))
 	stopConsume()
 	<-consumed
+	<-backpressure
 	drain, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
 	defer cancel()
 	settleErr := w.broker.WaitSettled(drain)
 	w.stopActors()
+	if c, ok := w.sender.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections() // their read/write loops are goroutines too
+	}
 	err := w.broker.Close()
 	if w.admin != nil {
 		// The admin API answers until the end, so an operator can watch
@@ -222,6 +220,23 @@ loop:
 		w.logger.Warn("shutdown_timeout", slog.String("error", settleErr.Error()))
 	}
 	return err
+}
+
+// runBackpressure adjusts the consumer's prefetch to the queue's depth
+// until ctx ends.
+func (w *Worker) runBackpressure(ctx context.Context) {
+	w.broker.RunBackpressure(ctx, broker.BackpressureOptions{
+		Interval: w.cfg.BackpressureInterval,
+		High:     w.cfg.BackpressureHigh,
+		Low:      w.cfg.BackpressureLow,
+		Normal:   w.cfg.Prefetch,
+		Reduced:  w.cfg.PrefetchReduced,
+		OnDepth:  w.metrics.SetQueueDepth,
+		OnChange: func(_, _, to int) {
+			w.metrics.PrefetchChanged()
+			w.metrics.SetPrefetch(to)
+		},
+	})
 }
 
 // TenantInfo asks the router, and through it the tenant's actor, for one
