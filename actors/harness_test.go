@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -72,15 +73,16 @@ type metaFunc func(c call) reply
 
 // harness is one router and its fakes, inside a synctest bubble.
 type harness struct {
-	t      *testing.T
-	t0     time.Time
-	system *actor.ActorSystem
-	root   *actor.RootContext
-	router *actor.PID
-	broker *testkit.FakeBroker
-	sender *testkit.FakeSender
-	log    *syncBuffer
-	cancel context.CancelFunc
+	t        *testing.T
+	t0       time.Time
+	system   *actor.ActorSystem
+	root     *actor.RootContext
+	router   *actor.PID
+	broker   *testkit.FakeBroker
+	sender   *testkit.FakeSender
+	log      *syncBuffer
+	cancel   context.CancelFunc
+	stopping atomic.Bool
 
 	phones map[string]string // phone number id → tenant id
 
@@ -109,7 +111,11 @@ func startHarness(t *testing.T, cfg Config) *harness {
 		}
 	}
 	h.sender = &testkit.FakeSender{SendFn: h.send}
-	h.broker = &testkit.FakeBroker{Redeliver: func(d *messages.Deliver) { h.root.Send(h.router, d) }}
+	h.broker = &testkit.FakeBroker{Redeliver: func(d *messages.Deliver) {
+		if !h.stopping.Load() { // a delay queue outlives the worker; its copies wait there
+			h.root.Send(h.router, d)
+		}
+	}}
 	cfg.Sender, cfg.Broker = h.sender, h.broker
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -140,6 +146,7 @@ func startHarness(t *testing.T, cfg Config) *harness {
 // bubble can exit (synctest would otherwise abort the whole test binary
 // with "blocked goroutines remain", and every later test with it).
 func (h *harness) stop() {
+	h.stopping.Store(true)
 	h.cancel()
 	_ = h.root.PoisonFuture(h.router).Wait()
 	h.system.Shutdown()

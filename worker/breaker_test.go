@@ -11,24 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
-
-func TestPermanentErrorsNeverOpenTheBreaker(t *testing.T) {
-	tenants := defaultTenants(1)
-	h := startHarness(t, tenants, harnessOptions{})
-	h.fake.Behave(tenants[0].Phone, fakemeta.Behaviour{FailCode: 131026})
-	for i := range 8 {
-		h.publish(job(tenants[0].ID, fmt.Sprintf("p-%d", i), "15550000003"))
-	}
-	for id, r := range h.results(8, 30*time.Second) {
-		assert.Equal(t, messages.StatusFailed, r.Status, id)
-	}
-	info := h.tenantInfo(tenants[0].ID)
-	assert.Equal(t, "CLOSED", info.CircuitState)
-	assert.Zero(t, info.BreakerOpened)
-	assert.Len(t, h.fake.Calls(), 8)
-}
 
 func TestRotatedTokenFileIsPickedUpOnCode190(t *testing.T) {
 	dir := t.TempDir()

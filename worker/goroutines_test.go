@@ -10,17 +10,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// ownGoroutines returns the stacks of the goroutines a worker may start:
-// its own packages', the broker client's, the actor system's and the Graph
-// API client's connections. The fake Meta's server goroutines and this
-// test's own are left out.
-func ownGoroutines() []string {
+// ownGoroutines returns the stacks of the goroutines a worker may start,
+// by goroutine id: its own packages', the broker client's, the actor
+// system's and the Graph API client's connections. Test goroutines (this
+// one, and parallel tests waiting for their turn) and the fake Meta's
+// server goroutines are left out.
+func ownGoroutines() map[string]string {
 	var b strings.Builder
 	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
-	var own []string
+	own := map[string]string{}
 	for _, g := range strings.Split(b.String(), "\n\n") {
 		switch {
-		case strings.Contains(g, "TestStoppedWorkerLeavesNoGoroutineBehind"),
+		case strings.Contains(g, "testing.tRunner"),
 			strings.Contains(g, "testkit/fakemeta"),
 			strings.Contains(g, "net/http.(*conn).serve"),
 			strings.Contains(g, "net/http.(*Server).Serve"):
@@ -29,10 +30,22 @@ func ownGoroutines() []string {
 			strings.Contains(g, "github.com/rabbitmq/amqp091-go"),
 			strings.Contains(g, "github.com/asynkron/protoactor-go"),
 			strings.Contains(g, "net/http.(*persistConn)"):
-			own = append(own, g)
+			id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+			own[id] = g
 		}
 	}
 	return own
+}
+
+// newSince returns the stacks in now whose goroutines were not in before.
+func newSince(before, now map[string]string) []string {
+	var out []string
+	for id, g := range now {
+		if _, ok := before[id]; !ok {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // Every goroutine the worker starts — consumer, backpressure, publisher,
@@ -40,7 +53,7 @@ func ownGoroutines() []string {
 // connections — has ended once Run returns (goroutines exit a moment after
 // they are told to, so the check waits for them, up to a bound).
 func TestStoppedWorkerLeavesNoGoroutineBehind(t *testing.T) {
-	require.Empty(t, ownGoroutines(), "goroutines left by earlier tests")
+	before := ownGoroutines()
 	tenants := defaultTenants(3)
 	h := startHarness(t, tenants, harnessOptions{
 		Defaults: "rate_limit: {per_minute: 60, burst: 2}\nbreaker: {failure_threshold: 5, open_for: 60s}\nmax_attempts: 10",
@@ -55,10 +68,10 @@ func TestStoppedWorkerLeavesNoGoroutineBehind(t *testing.T) {
 	require.NoError(t, h.conn.Close(), "the test's own connection")
 
 	deadline := time.Now().Add(10 * time.Second)
-	left := ownGoroutines()
+	left := newSince(before, ownGoroutines())
 	for len(left) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
-		left = ownGoroutines()
+		left = newSince(before, ownGoroutines())
 	}
 	require.Empty(t, left, "goroutines still running after the worker stopped")
 }
