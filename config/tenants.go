@@ -64,18 +64,18 @@ type rawFile struct {
 type rawPolicy struct {
 	RateLimit   *rawRateLimit  `yaml:"rate_limit"`
 	Breaker     *rawBreaker    `yaml:"breaker"`
-	MaxAttempts *int           `yaml:"max_attempts"`
+	MaxAttempts *wholeNumber   `yaml:"max_attempts"`
 	MaxAge      *time.Duration `yaml:"max_age"`
 	MaxInFlight *wholeNumber   `yaml:"max_in_flight"`
 }
 
 type rawRateLimit struct {
-	PerMinute *float64 `yaml:"per_minute"`
-	Burst     *int     `yaml:"burst"`
+	PerMinute *float64     `yaml:"per_minute"`
+	Burst     *wholeNumber `yaml:"burst"`
 }
 
 type rawBreaker struct {
-	FailureThreshold *int           `yaml:"failure_threshold"`
+	FailureThreshold *wholeNumber   `yaml:"failure_threshold"`
 	OpenFor          *time.Duration `yaml:"open_for"`
 }
 
@@ -94,18 +94,22 @@ func (r *rawPolicy) apply(p policy) policy {
 	}
 	if rl := r.RateLimit; rl != nil {
 		setIf(&p.RateLimit.PerMinute, rl.PerMinute)
-		setIf(&p.RateLimit.Burst, rl.Burst)
+		setInt(&p.RateLimit.Burst, rl.Burst)
 	}
 	if br := r.Breaker; br != nil {
-		setIf(&p.Breaker.FailureThreshold, br.FailureThreshold)
+		setInt(&p.Breaker.FailureThreshold, br.FailureThreshold)
 		setIf(&p.Breaker.OpenFor, br.OpenFor)
 	}
-	setIf(&p.MaxAttempts, r.MaxAttempts)
+	setInt(&p.MaxAttempts, r.MaxAttempts)
 	setIf(&p.MaxAge, r.MaxAge)
-	if r.MaxInFlight != nil {
-		p.MaxInFlight = int(*r.MaxInFlight)
-	}
+	setInt(&p.MaxInFlight, r.MaxInFlight)
 	return p
+}
+
+func setInt(dst *int, src *wholeNumber) {
+	if src != nil {
+		*dst = int(*src)
+	}
 }
 
 func setIf[T any](dst *T, src *T) {
@@ -114,7 +118,8 @@ func setIf[T any](dst *T, src *T) {
 	}
 }
 
-// wholeNumber is an int that the file must write as a whole number: yaml.v3
+// wholeNumber is an int that the file must write as a whole number (every
+// integer key: burst, failure_threshold, max_attempts, max_in_flight): yaml.v3
 // alone would truncate 2.5 to 2 (and 0.5 to a misleading 0). A whole number
 // written as a float (1024.0, 1e3, as JSON producers may) is accepted.
 type wholeNumber int
