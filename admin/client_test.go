@@ -34,6 +34,9 @@ func TestClient(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "acme", info.ID)
 		assert.Equal(t, "OPEN", info.CircuitState)
+		assert.Equal(t, 37, info.InFlight)
+		assert.Equal(t, 64, info.Window)
+		assert.Equal(t, 5, info.RecipientsWaiting)
 	})
 
 	t.Run("BareHostPortIsHTTP", func(t *testing.T) {

@@ -96,7 +96,8 @@ func newTenants() *fakeTenants {
 	ids := []string{"acme", "globex"}
 	tenants := map[string]*messages.TenantInfo{
 		"acme": {ID: "acme", Active: true, CircuitState: "OPEN", ConsecutiveFailures: 5,
-			TokensAvailable: 12, TokensMax: 80, Sent: 41, Failed: 2, LastError: "transient: HTTP 503"},
+			TokensAvailable: 12, TokensMax: 80, InFlight: 37, Window: 64, RecipientsWaiting: 5,
+			Sent: 41, Failed: 2, LastError: "transient: HTTP 503"},
 		"globex": {ID: "globex", CircuitState: "CLOSED", TokensAvailable: 20, TokensMax: 20, Quarantined: true},
 	}
 	change := func(f func(*messages.TenantInfo)) func(context.Context, string) (messages.TenantInfo, error) {
@@ -244,6 +245,7 @@ func TestRoutes(t *testing.T) {
 		assert.Equal(t, int64(41), info.Sent)
 		assert.Equal(t, "transient: HTTP 503", info.LastError)
 		assert.Contains(t, r.body, `"circuitState":"OPEN"`, "field names follow TenantInfo's JSON tags")
+		assert.Contains(t, r.body, `"inFlight":37,"window":64,"recipientsWaiting":5`, "the send window's fields")
 	})
 
 	t.Run("UnknownTenantIs404", func(t *testing.T) {

@@ -13,11 +13,12 @@ import (
 
 func TestWriteTable(t *testing.T) {
 	tenants := []messages.TenantInfo{
-		{ID: "acme", CircuitState: "CLOSED", TokensAvailable: 12, TokensMax: 80, InFlight: 1, Deferred: 3,
-			Sent: 1042, Failed: 2, LastError: "transient: HTTP 503"},
-		{ID: "globex-corporation", CircuitState: "OPEN", TokensAvailable: 0.5, TokensMax: 20, Deferred: 140,
+		{ID: "acme", CircuitState: "CLOSED", TokensAvailable: 12, TokensMax: 80, InFlight: 37, Window: 64,
+			RecipientsWaiting: 5, Deferred: 3, Sent: 1042, Failed: 2, LastError: "transient: HTTP 503"},
+		{ID: "globex-corporation", CircuitState: "OPEN", TokensAvailable: 0.5, TokensMax: 20, InFlight: 3, Window: 2,
+			RecipientsWaiting: 12, Deferred: 140,
 			Sent: 7, Failed: 31, Restarts: 6, Quarantined: true, LastError: "tenant_blocked: (#368)\ttemporarily\nblocked"},
-		{ID: "initech", CircuitState: "HALF_OPEN", TokensAvailable: 5, TokensMax: 5, Paused: true},
+		{ID: "initech", CircuitState: "HALF_OPEN", TokensAvailable: 5, TokensMax: 5, Window: 1024, Paused: true},
 		{ID: "umbrella", CircuitState: "CLOSED", TokensAvailable: 1, TokensMax: 1, Paused: true, Quarantined: true,
 			LastError: strings.Repeat("x", 200)},
 		{ID: "stuck", LastError: "no answer from tenant actor"},
@@ -29,12 +30,12 @@ func TestWriteTable(t *testing.T) {
 
 	t.Run("MatchesTheGoldenOutput", func(t *testing.T) {
 		want := "" +
-			"ID                  BREAKER                       TOKENS   IN-FLIGHT  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n" +
-			"acme                closed                        12.0/80  1          3         1042  2       0         transient: HTTP 503\n" +
-			"globex-corporation  open (quarantined)            0.5/20   0          140       7     31      6         tenant_blocked: (#368) temporarily blocked\n" +
-			"initech             half_open (paused)            5.0/5    0          0         0     0       0         -\n" +
-			"umbrella            closed (paused, quarantined)  1.0/1    0          0         0     0       0         " + strings.Repeat("x", 79) + "…\n" +
-			"stuck               unknown                       0.0/0    0          0         0     0       0         no answer from tenant actor\n"
+			"ID                  BREAKER                       TOKENS   IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n" +
+			"acme                closed                        12.0/80  37         64      5        3         1042  2       0         transient: HTTP 503\n" +
+			"globex-corporation  open (quarantined)            0.5/20   3          2       12       140       7     31      6         tenant_blocked: (#368) temporarily blocked\n" +
+			"initech             half_open (paused)            5.0/5    0          1024    0        0         0     0       0         -\n" +
+			"umbrella            closed (paused, quarantined)  1.0/1    0          0       0        0         0     0       0         " + strings.Repeat("x", 79) + "…\n" +
+			"stuck               unknown                       0.0/0    0          0       0        0         0     0       0         no answer from tenant actor\n"
 		assert.Equal(t, want, out)
 	})
 
@@ -47,7 +48,7 @@ func TestWriteTable(t *testing.T) {
 
 	t.Run("ColumnsAreAligned", func(t *testing.T) {
 		header := lines[0]
-		for _, col := range []string{"BREAKER", "TOKENS", "IN-FLIGHT", "DEFERRED", "SENT", "FAILED", "RESTARTS", "LAST ERROR"} {
+		for _, col := range []string{"BREAKER", "TOKENS", "IN-FLIGHT", "WINDOW", "WAITING", "DEFERRED", "SENT", "FAILED", "RESTARTS", "LAST ERROR"} {
 			at := strings.Index(header, col)
 			require.Positive(t, at, col)
 			for _, row := range lines[1:] {
@@ -62,6 +63,6 @@ func TestWriteTable(t *testing.T) {
 	t.Run("EmptyListPrintsTheHeader", func(t *testing.T) {
 		var b strings.Builder
 		require.NoError(t, admin.WriteTable(&b, nil))
-		assert.Equal(t, "ID  BREAKER  TOKENS  IN-FLIGHT  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n", b.String())
+		assert.Equal(t, "ID  BREAKER  TOKENS  IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n", b.String())
 	})
 }

@@ -67,6 +67,10 @@ type Tenant struct {
 	Breaker         Breaker
 	MaxAttempts     int           // transient retries before the DLQ
 	MaxAge          time.Duration // a job older than this is dead-lettered
+	// MaxInFlight caps the tenant's send window: the sends it may have in
+	// flight at once. The window sizes itself below it from measured latency
+	// and rate. The tenants file's default is DefaultMaxInFlight.
+	MaxInFlight int
 }
 
 // RateLimit is a tenant's token bucket: PerMinute tokens a minute, at most Burst at once.

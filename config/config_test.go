@@ -97,6 +97,7 @@ func TestLoad(t *testing.T) {
 			Breaker:        config.Breaker{FailureThreshold: 5, OpenFor: 60 * time.Second},
 			MaxAttempts:    10,
 			MaxAge:         24 * time.Hour,
+			MaxInFlight:    1024,
 		}, c.Tenants[0])
 		assert.True(t, c.AdminEnabled())
 	})
@@ -399,7 +400,7 @@ func TestValidate(t *testing.T) {
 				ID: "acme", PhoneNumberID: "1", AccessTokenEnv: "T",
 				RateLimit:   config.RateLimit{PerMinute: 80, Burst: 80},
 				Breaker:     config.Breaker{FailureThreshold: 5, OpenFor: time.Minute},
-				MaxAttempts: 10, MaxAge: 24 * time.Hour,
+				MaxAttempts: 10, MaxAge: 24 * time.Hour, MaxInFlight: 1024,
 			}},
 		}
 	}
@@ -430,6 +431,8 @@ func TestValidate(t *testing.T) {
 			`tenants.yaml: tenants: no tenant configured; add at least one under tenants:`},
 		{"TenantRateNegative", func(c *config.Config) { c.Tenants[0].RateLimit.PerMinute = -5 },
 			`tenants.yaml: tenant "acme": rate_limit.per_minute must be > 0 (got -5)`},
+		{"TenantMaxInFlightUnset", func(c *config.Config) { c.Tenants[0].MaxInFlight = 0 },
+			`tenants.yaml: tenant "acme": max_in_flight must be >= 1 (got 0)`},
 		{"TenantWithoutTokenSource", func(c *config.Config) { c.Tenants[0].AccessTokenEnv = "" },
 			`tenants.yaml: tenant "acme": access_token_env or access_token_file is required; set exactly one`},
 	}

@@ -166,6 +166,7 @@ Tenants file (YAML, or JSON, which is YAML too; unknown keys are errors):
     breaker:    { failure_threshold: 5, open_for: 60s }
     max_attempts: 10            # transient retries before the dead letter queue
     max_age: 24h                # older jobs are dead-lettered
+    max_in_flight: 1024         # cap on the send window (sends in flight at once)
   tenants:
     - id: acme
       phone_number_id: "106540352242922"

@@ -23,6 +23,13 @@ var (
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 )
 
+// DefaultMaxInFlight is max_in_flight when the tenants file does not set it.
+// By Little's law a tenant sending 1,000 messages a second at 0.3 to 1 s per
+// send needs 300 to 1,000 sends in flight, so the default must not be what
+// caps a tenant on an upgraded messaging tier; the send window sizes itself
+// below it from measured latency and rate.
+const DefaultMaxInFlight = 1024
+
 // maxTokenFileName bounds the file name of access_token_file, so that a token
 // pasted there by mistake is refused without being shown.
 const maxTokenFileName = 64
@@ -33,6 +40,7 @@ type policy struct {
 	Breaker     Breaker
 	MaxAttempts int
 	MaxAge      time.Duration
+	MaxInFlight int
 }
 
 // builtinPolicy is the defaults block a tenants file starts from.
@@ -42,6 +50,7 @@ func builtinPolicy() policy {
 		Breaker:     Breaker{FailureThreshold: 5, OpenFor: 60 * time.Second},
 		MaxAttempts: 10,
 		MaxAge:      24 * time.Hour,
+		MaxInFlight: DefaultMaxInFlight,
 	}
 }
 
@@ -55,17 +64,18 @@ type rawFile struct {
 type rawPolicy struct {
 	RateLimit   *rawRateLimit  `yaml:"rate_limit"`
 	Breaker     *rawBreaker    `yaml:"breaker"`
-	MaxAttempts *int           `yaml:"max_attempts"`
+	MaxAttempts *wholeNumber   `yaml:"max_attempts"`
 	MaxAge      *time.Duration `yaml:"max_age"`
+	MaxInFlight *wholeNumber   `yaml:"max_in_flight"`
 }
 
 type rawRateLimit struct {
-	PerMinute *float64 `yaml:"per_minute"`
-	Burst     *int     `yaml:"burst"`
+	PerMinute *float64     `yaml:"per_minute"`
+	Burst     *wholeNumber `yaml:"burst"`
 }
 
 type rawBreaker struct {
-	FailureThreshold *int           `yaml:"failure_threshold"`
+	FailureThreshold *wholeNumber   `yaml:"failure_threshold"`
 	OpenFor          *time.Duration `yaml:"open_for"`
 }
 
@@ -84,21 +94,54 @@ func (r *rawPolicy) apply(p policy) policy {
 	}
 	if rl := r.RateLimit; rl != nil {
 		setIf(&p.RateLimit.PerMinute, rl.PerMinute)
-		setIf(&p.RateLimit.Burst, rl.Burst)
+		setInt(&p.RateLimit.Burst, rl.Burst)
 	}
 	if br := r.Breaker; br != nil {
-		setIf(&p.Breaker.FailureThreshold, br.FailureThreshold)
+		setInt(&p.Breaker.FailureThreshold, br.FailureThreshold)
 		setIf(&p.Breaker.OpenFor, br.OpenFor)
 	}
-	setIf(&p.MaxAttempts, r.MaxAttempts)
+	setInt(&p.MaxAttempts, r.MaxAttempts)
 	setIf(&p.MaxAge, r.MaxAge)
+	setInt(&p.MaxInFlight, r.MaxInFlight)
 	return p
+}
+
+func setInt(dst *int, src *wholeNumber) {
+	if src != nil {
+		*dst = int(*src)
+	}
 }
 
 func setIf[T any](dst *T, src *T) {
 	if src != nil {
 		*dst = *src
 	}
+}
+
+// wholeNumber is an int that the file must write as a whole number (every
+// integer key: burst, failure_threshold, max_attempts, max_in_flight): yaml.v3
+// alone would truncate 2.5 to 2 (and 0.5 to a misleading 0). A whole number
+// written as a float (1024.0, 1e3, as JSON producers may) is accepted.
+type wholeNumber int
+
+// UnmarshalYAML refuses a fractional number with the same error yaml.v3
+// gives a word, so that explainYAMLError names the line, tenant and field.
+func (w *wholeNumber) UnmarshalYAML(n *yaml.Node) error {
+	var f float64
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" && n.Decode(&f) == nil && f != math.Trunc(f) {
+		value := n.Value
+		if len(value) > 10 { // as yaml.v3 shows a long value
+			value = value[:7] + "..."
+		}
+		return &yaml.TypeError{Errors: []string{
+			fmt.Sprintf("line %d: cannot unmarshal !!float `%s` into int", n.Line, value)}}
+	}
+	var i int
+	if err := n.Decode(&i); err != nil {
+		return err
+	}
+	*w = wholeNumber(i)
+	return nil
 }
 
 // LoadTenants reads the tenants file at path (YAML, or JSON), applies its
@@ -147,6 +190,7 @@ func LoadTenants(path string, getenv func(string) string) ([]Tenant, error) {
 			Breaker:         p.Breaker,
 			MaxAttempts:     p.MaxAttempts,
 			MaxAge:          p.MaxAge,
+			MaxInFlight:     p.MaxInFlight,
 		}
 	}
 	if err := validateTenants(path, tenants, getenv); err != nil {
@@ -202,7 +246,8 @@ func checkTenant(t Tenant) error {
 	case len(filepath.Base(t.AccessTokenFile)) > maxTokenFileName:
 		return fmt.Errorf("access_token_file must be a path whose file name is at most %d characters (value not shown, in case it is the token itself)", maxTokenFileName)
 	}
-	return checkPolicy(policy{RateLimit: t.RateLimit, Breaker: t.Breaker, MaxAttempts: t.MaxAttempts, MaxAge: t.MaxAge})
+	return checkPolicy(policy{RateLimit: t.RateLimit, Breaker: t.Breaker, MaxAttempts: t.MaxAttempts, MaxAge: t.MaxAge,
+		MaxInFlight: t.MaxInFlight})
 }
 
 func checkPolicy(p policy) error {
@@ -219,6 +264,8 @@ func checkPolicy(p policy) error {
 		return fmt.Errorf("max_attempts must be >= 1 (got %d)", p.MaxAttempts)
 	case p.MaxAge <= 0:
 		return fmt.Errorf("max_age must be > 0 (got %s)", p.MaxAge)
+	case p.MaxInFlight < 1:
+		return fmt.Errorf("max_in_flight must be >= 1 (got %d)", p.MaxInFlight)
 	}
 	return nil
 }

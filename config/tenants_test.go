@@ -40,11 +40,11 @@ func TestLoadTenantsErrors(t *testing.T) {
 		{name: "UnknownTopLevelKey", content: "tenant:\n  - id: acme\n",
 			want: `{file}: line 1: unknown field "tenant" in the top level; valid fields: defaults, tenants`},
 		{name: "UnknownTenantKeyNamesLineAndTenant", content: acme + "  - id: globex\n    phone_number_id: \"2\"\n    access_token_env: GLOBEX\n    access_token: abc\n",
-			want: `{file}: line 8: tenant "globex": unknown field "access_token" in a tenant; valid fields: id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age`},
+			want: `{file}: line 8: tenant "globex": unknown field "access_token" in a tenant; valid fields: id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age, max_in_flight`},
 		{name: "UnknownKeyOfTenantWithoutValidID", content: "tenants:\n  - phone: 1\n",
-			want: `{file}: line 2: tenants[0]: unknown field "phone" in a tenant; valid fields: id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age`},
+			want: `{file}: line 2: tenants[0]: unknown field "phone" in a tenant; valid fields: id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age, max_in_flight`},
 		{name: "UnknownDefaultsKey", content: "defaults:\n  retries: 3\n" + acme,
-			want: `{file}: line 2: defaults: unknown field "retries" in defaults; valid fields: rate_limit, breaker, max_attempts, max_age`},
+			want: `{file}: line 2: defaults: unknown field "retries" in defaults; valid fields: rate_limit, breaker, max_attempts, max_age, max_in_flight`},
 		{name: "UnknownRateLimitKeyInDefaults", content: "defaults:\n  rate_limit: { per_minute: 1, per_second: 2 }\n" + acme,
 			want: `{file}: line 2: defaults: unknown field "per_second" in rate_limit; valid fields: per_minute, burst`},
 		{name: "UnknownBreakerKeyInTenant", content: acme + "    breaker:\n      threshold: 3\n",
@@ -53,8 +53,26 @@ func TestLoadTenantsErrors(t *testing.T) {
 			want: `{file}: line 5: tenant "acme": max_attempts: expected a whole number, got "many"`},
 		{name: "CountsFurtherProblems", content: acme + "    max_attempts: many\n    max_age: 1d\n",
 			want: `{file}: line 5: tenant "acme": max_attempts: expected a whole number, got "many" (and 1 more)`},
+		{name: "FractionForMaxAttempts", content: acme + "    max_attempts: 2.5\n",
+			want: `{file}: line 5: tenant "acme": max_attempts: expected a whole number, got "2.5"`},
+		{name: "FractionForBurst", content: acme + "    rate_limit: { per_minute: 60, burst: 0.5 }\n",
+			want: `{file}: line 5: tenant "acme": rate_limit.burst: expected a whole number, got "0.5"`},
+		{name: "FractionForFailureThresholdInDefaults", content: "defaults:\n  breaker: { failure_threshold: 4.9 }\n" + acme,
+			want: `{file}: line 2: defaults: breaker.failure_threshold: expected a whole number, got "4.9"`},
 		{name: "WordForRate", content: acme + "    rate_limit: { per_minute: fast, burst: 2 }\n",
 			want: `{file}: line 5: tenant "acme": rate_limit.per_minute: expected a number, got "fast"`},
+		{name: "FractionForMaxInFlight", content: acme + "    max_in_flight: 2.5\n",
+			want: `{file}: line 5: tenant "acme": max_in_flight: expected a whole number, got "2.5"`},
+		{name: "FractionBelowOneIsNotReadAsZero", content: "defaults:\n  max_in_flight: 0.5\n" + acme,
+			want: `{file}: line 2: defaults: max_in_flight: expected a whole number, got "0.5"`},
+		{name: "LongFractionIsCutAsYAMLCutsValues", content: acme + "    max_in_flight: 1024.000001\n",
+			want: `{file}: line 5: tenant "acme": max_in_flight: expected a whole number, got "1024.00..."`},
+		{name: "WordForMaxInFlight", content: "defaults:\n  max_in_flight: lots\n" + acme,
+			want: `{file}: line 2: defaults: max_in_flight: expected a whole number, got "lots"`},
+		{name: "QuotedNumberForMaxInFlight", content: acme + "    max_in_flight: \"64\"\n",
+			want: `{file}: line 5: tenant "acme": max_in_flight: expected a whole number, got "64"`},
+		{name: "MappingForMaxInFlight", content: acme + "    max_in_flight: { max: 3 }\n",
+			want: `{file}: line 5: tenant "acme": max_in_flight: expected a whole number, got a mapping`},
 		{name: "DaysAreNoGoDuration", content: acme + "    max_age: 1d\n",
 			want: `{file}: line 5: tenant "acme": max_age: expected a Go duration like 90s, 5m or 24h, got "1d"`},
 		{name: "BareNumberIsNoDuration", content: "defaults:\n  breaker: { open_for: 60 }\n" + acme,
@@ -123,6 +141,12 @@ func TestLoadTenantsErrors(t *testing.T) {
 			want: `{file}: tenant "acme": max_attempts must be >= 1 (got 0)`},
 		{name: "ZeroMaxAge", content: acme + "    max_age: 0s\n",
 			want: `{file}: tenant "acme": max_age must be > 0 (got 0s)`},
+		{name: "ZeroMaxInFlight", content: acme + "    max_in_flight: 0\n",
+			want: `{file}: tenant "acme": max_in_flight must be >= 1 (got 0)`},
+		{name: "NegativeMaxInFlightInDefaults", content: "defaults:\n  max_in_flight: -3\n" + acme,
+			want: `{file}: defaults: max_in_flight must be >= 1 (got -3)`},
+		{name: "NegativeMaxInFlightOverridingValidDefaults", content: "defaults:\n  max_in_flight: 8\n" + acme + "    max_in_flight: -1\n",
+			want: `{file}: tenant "acme": max_in_flight must be >= 1 (got -1)`},
 		{name: "InvalidDefaults", content: "defaults:\n  rate_limit: { burst: 0 }\n" + acme,
 			want: `{file}: defaults: rate_limit.burst must be >= 1 (got 0)`},
 		{name: "InvalidDefaultsEvenWhenOverridden", content: "defaults:\n  max_age: -1h\n" + acme + "    max_age: 1h\n",
@@ -176,6 +200,7 @@ tenants:
     breaker: { failure_threshold: 9, open_for: 2m }
     max_attempts: 1
     max_age: 90m
+    max_in_flight: 300
 `)
 		tenants, err := config.LoadTenants(path, env{"ACME_WA_TOKEN": envToken}.get)
 		require.NoError(t, err)
@@ -195,6 +220,32 @@ tenants:
 		assert.Equal(t, config.Breaker{FailureThreshold: 9, OpenFor: 2 * time.Minute}, tenants[2].Breaker)
 		assert.Equal(t, 1, tenants[2].MaxAttempts)
 		assert.Equal(t, 90*time.Minute, tenants[2].MaxAge)
+
+		assert.Equal(t, 1024, tenants[0].MaxInFlight, "the built-in max_in_flight")
+		assert.Equal(t, 1024, tenants[1].MaxInFlight)
+		assert.Equal(t, 300, tenants[2].MaxInFlight)
+	})
+
+	t.Run("MaxInFlightFromDefaultsAndPerTenant", func(t *testing.T) {
+		dir := t.TempDir()
+		path := writeFile(t, dir, "tenants.yaml", `
+defaults:
+  max_in_flight: 64
+tenants:
+  - { id: acme, phone_number_id: "1", access_token_env: ACME_WA_TOKEN }
+  - { id: globex, phone_number_id: "2", access_token_env: ACME_WA_TOKEN, max_in_flight: 2000 }
+  - { id: initech, phone_number_id: "3", access_token_env: ACME_WA_TOKEN, max_in_flight: 1 }
+  - { id: hooli, phone_number_id: "4", access_token_env: ACME_WA_TOKEN, max_in_flight: 1e3 }
+`)
+		tenants, err := config.LoadTenants(path, env{"ACME_WA_TOKEN": envToken}.get)
+		require.NoError(t, err)
+		require.Len(t, tenants, 4)
+		assert.Equal(t, 64, tenants[0].MaxInFlight, "from defaults")
+		assert.Equal(t, 2000, tenants[1].MaxInFlight, "above the built-in default")
+		assert.Equal(t, 1, tenants[2].MaxInFlight, "1 is the least")
+		assert.Equal(t, 1000, tenants[3].MaxInFlight, "a whole number written as a float")
+		assert.Equal(t, config.RateLimit{PerMinute: 80, Burst: 80}, tenants[1].RateLimit, "the rest stays built in")
+		assert.Equal(t, 10, tenants[1].MaxAttempts)
 	})
 
 	t.Run("ReadsJSON", func(t *testing.T) {
@@ -205,7 +256,7 @@ tenants:
   "tenants": [
     {"id": "acme", "phone_number_id": 106540352242922, "access_token_env": "ACME_WA_TOKEN"},
     {"id": "globex", "phone_number_id": "209876543210123", "access_token_file": "globex.token",
-     "breaker": {"open_for": "1m30s"}}
+     "breaker": {"open_for": "1m30s"}, "max_in_flight": 2048.0}
   ]
 }`)
 		tenants, err := config.LoadTenants(path, env{"ACME_WA_TOKEN": envToken}.get)
@@ -216,6 +267,8 @@ tenants:
 		assert.Equal(t, 12*time.Hour, tenants[0].MaxAge)
 		assert.Equal(t, filepath.Join(dir, "globex.token"), tenants[1].AccessTokenFile)
 		assert.Equal(t, config.Breaker{FailureThreshold: 5, OpenFor: 90 * time.Second}, tenants[1].Breaker)
+		assert.Equal(t, config.DefaultMaxInFlight, tenants[0].MaxInFlight)
+		assert.Equal(t, 2048, tenants[1].MaxInFlight)
 	})
 
 	t.Run("ResolvesRelativeTokenFileAgainstTenantsFileAndKeepsAbsolute", func(t *testing.T) {

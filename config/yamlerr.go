@@ -27,8 +27,8 @@ var (
 // unknown and which keys are known there.
 var sections = map[string]struct{ name, keys string }{
 	"config.rawFile":      {"the top level", "defaults, tenants"},
-	"config.rawPolicy":    {"defaults", "rate_limit, breaker, max_attempts, max_age"},
-	"config.rawTenant":    {"a tenant", "id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age"},
+	"config.rawPolicy":    {"defaults", "rate_limit, breaker, max_attempts, max_age, max_in_flight"},
+	"config.rawTenant":    {"a tenant", "id, phone_number_id, access_token_env, access_token_file, rate_limit, breaker, max_attempts, max_age, max_in_flight"},
 	"config.rawRateLimit": {"rate_limit", "per_minute, burst"},
 	"config.rawBreaker":   {"breaker", "failure_threshold, open_for"},
 }

@@ -50,6 +50,11 @@ func (e *TenantNotFound) Is(target error) bool { return target == ErrUnknownTena
 type TenantList struct{ Tenants []TenantInfo }
 
 // TenantInfo is one tenant's state as its actor reports it.
+//
+// Window is the tenant's send window: sized from measured latency and rate,
+// never above the tenant's max_in_flight. RecipientsWaiting counts
+// recipients that have a job waiting behind an earlier job to the same
+// recipient, since sends to one recipient keep their order.
 type TenantInfo struct {
 	ID                  string    `json:"id"`
 	Active              bool      `json:"active"` // has an actor (has seen a job or an admin command)
@@ -62,7 +67,9 @@ type TenantInfo struct {
 	RatePerMinute       float64   `json:"ratePerMinute"`
 	EffectivePerMinute  float64   `json:"effectivePerMinute"`
 	NextSlot            time.Time `json:"nextSlot,omitzero"`
-	InFlight            int       `json:"inFlight"`
+	InFlight            int       `json:"inFlight"`          // sends to Meta in flight now
+	Window              int       `json:"window"`            // sends it may have in flight now (its send window)
+	RecipientsWaiting   int       `json:"recipientsWaiting"` // recipients with a job behind an earlier one to them
 	Held                int       `json:"held"`
 	Deferred            int       `json:"deferred"`
 	Sent                int64     `json:"sent"`

@@ -46,6 +46,9 @@ type tenantCollector struct {
 	tokensMax       *prometheus.Desc
 	paused          *prometheus.Desc
 	quarantined     *prometheus.Desc
+	window          *prometheus.Desc
+	inFlight        *prometheus.Desc
+	waiting         *prometheus.Desc
 	scrapeErrors    prometheus.Counter
 }
 
@@ -65,6 +68,12 @@ func newTenantCollector(tenants map[string]struct{}) *tenantCollector {
 			"1 while an operator has paused the tenant's sends.", []string{"tenant"}, nil),
 		quarantined: prometheus.NewDesc(name("tenant_quarantined"),
 			"1 while the tenant's sends are stopped after repeated actor crashes.", []string{"tenant"}, nil),
+		window: prometheus.NewDesc(name("send_window"),
+			"The tenant's send window: how many sends it may have in flight now.", []string{"tenant"}, nil),
+		inFlight: prometheus.NewDesc(name("sends_in_flight"),
+			"The tenant's sends to Meta in flight now.", []string{"tenant"}, nil),
+		waiting: prometheus.NewDesc(name("recipients_waiting"),
+			"Recipients with a job waiting behind an earlier job to the same recipient.", []string{"tenant"}, nil),
 		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "tenant_scrape_errors_total",
 			Help: "Scrapes that could not read every tenant's state in time.",
@@ -91,6 +100,9 @@ func (c *tenantCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.tokensMax
 	ch <- c.paused
 	ch <- c.quarantined
+	ch <- c.window
+	ch <- c.inFlight
+	ch <- c.waiting
 	c.scrapeErrors.Describe(ch)
 }
 
@@ -155,6 +167,9 @@ func (c *tenantCollector) emit(ch chan<- prometheus.Metric, infos []messages.Ten
 		ch <- prometheus.MustNewConstMetric(c.tokensMax, prometheus.GaugeValue, float64(t.TokensMax), t.ID)
 		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, boolValue(t.Paused), t.ID)
 		ch <- prometheus.MustNewConstMetric(c.quarantined, prometheus.GaugeValue, boolValue(t.Quarantined), t.ID)
+		ch <- prometheus.MustNewConstMetric(c.window, prometheus.GaugeValue, float64(t.Window), t.ID)
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(t.InFlight), t.ID)
+		ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(t.RecipientsWaiting), t.ID)
 	}
 	return err
 }

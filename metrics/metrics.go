@@ -2,9 +2,9 @@
 // its own (never the global one), and the handler that serves them.
 //
 // Metrics is the actors' Observer (job outcomes, deferrals, send latency,
-// restarts), holds the gauges the worker sets (prefetch, queue depth, broker
-// readiness), and at scrape time asks a TenantLister for each tenant's
-// breaker, tokens and pause state. Tenant labels are limited to the
+// restarts), holds the gauges the worker sets (prefetch, deliveries held,
+// time saturated, queue depth, broker readiness), and at scrape time asks a
+// TenantLister for each tenant's breaker, tokens, send window and pause state. Tenant labels are limited to the
 // configured tenants; any other id is recorded as "_unknown", so job input
 // can never grow the number of series.
 //
@@ -63,6 +63,8 @@ type Metrics struct {
 	queueDepth      prometheus.Gauge
 	prefetchChanges prometheus.Counter
 	brokerReady     prometheus.Gauge
+	held            prometheus.Gauge
+	saturated       prometheus.Counter
 
 	state *tenantCollector
 }
@@ -108,6 +110,14 @@ func New(tenants []string) *Metrics {
 			Namespace: namespace, Name: "broker_ready",
 			Help: "1 while the worker is connected and consuming, else 0.",
 		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "prefetch_held",
+			Help: "Deliveries the worker holds unacked now, out of the prefetch.",
+		}),
+		saturated: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "prefetch_saturated_seconds_total",
+			Help: "Time spent with every prefetch slot held, so that no new delivery could arrive.",
+		}),
 	}
 	for _, id := range tenants {
 		m.tenants[id] = struct{}{}
@@ -128,7 +138,7 @@ func New(tenants []string) *Metrics {
 
 	m.reg.MustRegister(
 		m.jobs, m.deferrals, m.sendDuration, m.restarts,
-		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady,
+		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady, m.held, m.saturated,
 		m.state,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -186,6 +196,17 @@ func (m *Metrics) SetQueueDepth(n int) { m.queueDepth.Set(float64(n)) }
 
 // PrefetchChanged counts a backpressure change of the prefetch.
 func (m *Metrics) PrefetchChanged() { m.prefetchChanges.Inc() }
+
+// SetHeld records how many deliveries the worker holds unacked now.
+func (m *Metrics) SetHeld(n int) { m.held.Set(float64(n)) }
+
+// AddSaturated adds d to the time spent with every prefetch slot held. A
+// d of zero or less adds nothing.
+func (m *Metrics) AddSaturated(d time.Duration) {
+	if d > 0 {
+		m.saturated.Add(d.Seconds())
+	}
+}
 
 // SetReady records whether the worker is connected and consuming.
 func (m *Metrics) SetReady(ready bool) {

@@ -219,6 +219,33 @@ func TestWorkerGauges(t *testing.T) {
 		assert.Equal(t, 1.0, s.value(t, "wadispatch_broker_ready", nil))
 	})
 
+	t.Run("PrefetchHeldIsTheLastValue", func(t *testing.T) {
+		m.SetHeld(7)
+		m.SetHeld(10)
+		s := scrapeOver(t, m)
+		assert.Equal(t, 10.0, s.value(t, "wadispatch_prefetch_held", nil))
+		assert.Equal(t, dto.MetricType_GAUGE, s.families["wadispatch_prefetch_held"].GetType())
+		m.SetHeld(0)
+		assert.Equal(t, 0.0, scrapeOver(t, m).value(t, "wadispatch_prefetch_held", nil))
+	})
+
+	t.Run("SaturatedSecondsAddUp", func(t *testing.T) {
+		m := metrics.New(configured)
+		m.AddSaturated(1500 * time.Millisecond)
+		m.AddSaturated(250 * time.Millisecond)
+		m.AddSaturated(0)
+		m.AddSaturated(-time.Second) // a clock step back adds nothing, and does not panic
+		s := scrapeOver(t, m)
+		assert.InDelta(t, 1.75, s.value(t, "wadispatch_prefetch_saturated_seconds_total", nil), 1e-9)
+		assert.Equal(t, dto.MetricType_COUNTER, s.families["wadispatch_prefetch_saturated_seconds_total"].GetType())
+	})
+
+	t.Run("PrefetchHeldAndSaturatedStartAtZero", func(t *testing.T) {
+		s := scrapeOver(t, metrics.New(configured))
+		assert.Equal(t, 0.0, s.value(t, "wadispatch_prefetch_held", nil))
+		assert.Equal(t, 0.0, s.value(t, "wadispatch_prefetch_saturated_seconds_total", nil))
+	})
+
 	t.Run("ReadyFalseIsZero", func(t *testing.T) {
 		m.SetReady(false)
 		assert.Equal(t, 0.0, scrapeOver(t, m).value(t, "wadispatch_broker_ready", nil))
@@ -239,8 +266,10 @@ func TestTenantState(t *testing.T) {
 		m.SetTenants(listFunc(func(context.Context) ([]messages.TenantInfo, error) {
 			return []messages.TenantInfo{
 				{ID: "acme", CircuitState: "OPEN", TokensAvailable: 12.5, TokensMax: 80, Paused: true,
+					InFlight: 37, Window: 64, RecipientsWaiting: 5,
 					LastError: "auth: token " + secret + " rejected"},
-				{ID: "globex", CircuitState: "HALF_OPEN", TokensAvailable: 0, TokensMax: 20, Quarantined: true},
+				{ID: "globex", CircuitState: "HALF_OPEN", TokensAvailable: 0, TokensMax: 20, Quarantined: true,
+					InFlight: 3, Window: 2, RecipientsWaiting: 0},
 				{ID: "acme", CircuitState: "CLOSED"}, // a duplicate is ignored, not a scrape failure
 			}, nil
 		}))
@@ -262,6 +291,16 @@ func TestTenantState(t *testing.T) {
 		assert.Equal(t, 0.0, s.value(t, "wadispatch_tenant_paused", l("tenant", "globex")))
 		assert.Equal(t, 0.0, s.value(t, "wadispatch_tenant_quarantined", l("tenant", "acme")))
 		assert.Equal(t, 1.0, s.value(t, "wadispatch_tenant_quarantined", l("tenant", "globex")))
+		assert.Equal(t, 64.0, s.value(t, "wadispatch_send_window", l("tenant", "acme")))
+		assert.Equal(t, 37.0, s.value(t, "wadispatch_sends_in_flight", l("tenant", "acme")))
+		assert.Equal(t, 5.0, s.value(t, "wadispatch_recipients_waiting", l("tenant", "acme")))
+		assert.Equal(t, 2.0, s.value(t, "wadispatch_send_window", l("tenant", "globex")))
+		assert.Equal(t, 3.0, s.value(t, "wadispatch_sends_in_flight", l("tenant", "globex")))
+		assert.Equal(t, 0.0, s.value(t, "wadispatch_recipients_waiting", l("tenant", "globex")))
+		for _, name := range []string{"wadispatch_send_window", "wadispatch_sends_in_flight", "wadispatch_recipients_waiting"} {
+			assert.Equal(t, dto.MetricType_GAUGE, s.families[name].GetType(), name)
+			assert.Len(t, s.families[name].GetMetric(), 2, "one series per configured tenant: %s", name)
+		}
 		assert.Equal(t, 0.0, s.value(t, "wadispatch_tenant_scrape_errors_total", nil))
 		assert.NotContains(t, s.raw, secret)
 	})
@@ -269,6 +308,9 @@ func TestTenantState(t *testing.T) {
 	t.Run("AbsentWithoutASource", func(t *testing.T) {
 		s := scrapeOver(t, metrics.New(configured))
 		assert.NotContains(t, s.families, "wadispatch_breaker_state")
+		assert.NotContains(t, s.families, "wadispatch_send_window")
+		assert.NotContains(t, s.families, "wadispatch_sends_in_flight")
+		assert.NotContains(t, s.families, "wadispatch_recipients_waiting")
 		assert.Equal(t, 0.0, s.value(t, "wadispatch_tenant_scrape_errors_total", nil))
 	})
 
@@ -295,6 +337,8 @@ func TestTenantState(t *testing.T) {
 		s := scrapeOver(t, m)
 		_, ok := s.metric("wadispatch_tokens_max", l("tenant", "globex"))
 		assert.False(t, ok)
+		_, ok = s.metric("wadispatch_send_window", l("tenant", "globex"))
+		assert.False(t, ok, "no made-up window of 0 for a tenant that did not answer")
 		assert.Equal(t, 80.0, s.value(t, "wadispatch_tokens_max", l("tenant", "acme")))
 		assert.Equal(t, 1.0, s.value(t, "wadispatch_tenant_scrape_errors_total", nil))
 	})
@@ -361,6 +405,8 @@ func TestConcurrentUse(t *testing.T) {
 				m.SetQueueDepth(w)
 				m.SetReady(w%2 == 0)
 				m.PrefetchChanged()
+				m.SetHeld(w)
+				m.AddSaturated(time.Millisecond)
 			}
 		})
 	}
@@ -382,6 +428,7 @@ func TestConcurrentUse(t *testing.T) {
 	assert.Equal(t, perTenant, s.value(t, "wadispatch_jobs_total", l("tenant", "globex", "outcome", "sent")))
 	assert.Equal(t, float64(workers*each), s.value(t, "wadispatch_tenant_restarts_total", l("tenant", "_unknown")))
 	assert.Equal(t, float64(workers*each), s.value(t, "wadispatch_prefetch_changes_total", nil))
+	assert.InDelta(t, float64(workers*each)/1000, s.value(t, "wadispatch_prefetch_saturated_seconds_total", nil), 1e-6)
 }
 
 // listFunc is a metrics.TenantLister answering with a function.
