@@ -34,7 +34,9 @@ func TestHeldQuorumConfirmHoldsBackNoLaterPublish(t *testing.T) {
 	node := testkit.StartRabbitNode(t)
 	topo := broker.NewTopology("held.jobs", "held.results")
 	ctx := context.Background()
-	b, err := broker.Dial(ctx, broker.Options{URL: node.URL(), Topology: topo, Prefetch: 10})
+	// The held confirm must outlive every step below on a busy machine:
+	// the test, not a timeout, decides when it may come.
+	b, err := broker.Dial(ctx, broker.Options{URL: node.URL(), Topology: topo, Prefetch: 10, ConfirmTimeout: 5 * time.Minute})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	job := broker.NewDelivery([]byte(`{"job":"a-1"}`), amqp.Table{"tenant": "a"})
