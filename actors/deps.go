@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"sync/atomic"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -42,9 +43,11 @@ type Config struct {
 	// MaxHeld is how many deliveries a tenant may hold (default 2: one
 	// sending, one next).
 	MaxHeld int
-	// MaxHeldFast is how many a tenant whose sends are fast may hold (see
-	// HoldBudget); the worker sets it to PREFETCH. Default MaxHeld.
-	MaxHeldFast int
+	// Prefetch is the process's prefetch window (PREFETCH), which every
+	// tenant's held deliveries share: a tenant holding its fair minimum
+	// takes no more once all but a tenth of it is held. 0: no sharing
+	// rule (tests of one tenant).
+	Prefetch int
 	// DedupeSize bounds each tenant's memory of recently sent internal ids
 	// (default 1024).
 	DedupeSize int
@@ -65,6 +68,9 @@ type Config struct {
 	PassivateAfter time.Duration
 
 	pool *pool // runs sends and settlements; started by NewRouterProps
+	// held counts the deliveries every tenant holds (waiting or sending),
+	// for Prefetch's sharing rule; each tenant adds what it changes.
+	held *atomic.Int64
 }
 
 // DefaultPassivateAfter is Config.PassivateAfter's default.

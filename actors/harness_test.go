@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"regexp"
 	"runtime"
@@ -33,8 +34,17 @@ import (
 // every instant is exact. Tests see the actors only through the router's
 // messages, the broker's settlements, the sender's calls and the log.
 
-// harnessRecipient is the recipient of every job published with publish.
-const harnessRecipient = "15551234567"
+// ownRecipient, as a job's recipient, gives the job a recipient of its
+// own (derived from its internal id), so that its tenant's jobs are not
+// kept in one recipient's order unless a test means them to be.
+const ownRecipient = ""
+
+// recipientFor is the recipient of its own of the job with internal id id.
+func recipientFor(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("1555%07d", h.Sum32()%10_000_000)
+}
 
 // tenant returns a tenant whose limits do not bind unless a test tightens
 // them: 6000/min with a burst of 100, a breaker of 5 failures open for
@@ -255,6 +265,8 @@ var (
 	errPermanent = &whatsapp.APIError{HTTPStatus: 400, Code: 131026, HasCode: true, Message: "Message undeliverable"}
 	// errAuth is 190: the access token expired or was revoked.
 	errAuth = &whatsapp.APIError{HTTPStatus: 401, Code: 190, HasCode: true, Message: "Error validating access token"}
+	// errThrottled is 130429: the number's throughput limit.
+	errThrottled = &whatsapp.APIError{HTTPStatus: 429, Code: 130429, HasCode: true, Message: "Rate limit hit"}
 	// errTimeout is the client timing out.
 	errTimeout = fmt.Errorf("send: %w", whatsapp.ErrTimeout)
 )
@@ -298,6 +310,9 @@ func (h *harness) advance(d time.Duration) { h.advanceTo(h.now() + d) }
 // jobBody is a job for tenant with internal id id to recipient to. The
 // message text is the internal id, so the fake Meta can tell jobs apart.
 func jobBody(tenant, id, to string) []byte {
+	if to == ownRecipient {
+		to = recipientFor(id)
+	}
 	b, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"tenantId": tenant, "internalId": id},
 		"wabaPayload": map[string]any{"messaging_product": "whatsapp", "to": to, "type": "text",
@@ -320,8 +335,8 @@ func (h *harness) publishTo(tenant, id, to string) {
 	h.settle()
 }
 
-// publish delivers a job for tenant to harnessRecipient and settles.
-func (h *harness) publish(tenant, id string) { h.publishTo(tenant, id, harnessRecipient) }
+// publish delivers a job for tenant to a recipient of its own and settles.
+func (h *harness) publish(tenant, id string) { h.publishTo(tenant, id, ownRecipient) }
 
 // ask sends msg to the router and returns its answer.
 func (h *harness) ask(msg any) any {

@@ -47,6 +47,10 @@ type Verdict struct {
 	Breaker BreakerEffect
 	Job     JobAction
 	Reason  DeferReason // for JobDeferred: ReasonThrottled, ReasonPairRate or ReasonRetry
+	// Congestion says Meta is overloaded or throttling this number
+	// (throttled, 5xx, a timeout, a connection error): the send window
+	// is cut.
+	Congestion bool
 }
 
 // Judge returns the verdict on a send whose answer was of class c, after
@@ -58,34 +62,45 @@ func Judge(c whatsapp.Class, attempts, maxAttempts int) Verdict {
 	case whatsapp.ClassAccepted:
 		return Verdict{Breaker: CountSuccess, Job: JobSent}
 	case whatsapp.ClassThrottled:
-		return Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled}
+		return Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled, Congestion: true}
 	case whatsapp.ClassPairRate:
 		return Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonPairRate}
 	case whatsapp.ClassPermanent:
 		return Verdict{Breaker: CountNeutral, Job: JobFailed}
 	}
 	// Auth, tenant blocked, transient.
+	congestion := c == whatsapp.ClassTransient
 	if attempts >= maxAttempts {
-		return Verdict{Breaker: CountFailure, Job: JobExhausted}
+		return Verdict{Breaker: CountFailure, Job: JobExhausted, Congestion: congestion}
 	}
-	return Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry}
+	return Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry, Congestion: congestion}
 }
 
 // Apply carries a verdict out on the schedule at now: the breaker counts
-// it and, for a deferred job, the schedule says when it may be tried again
-// and whether it holds a token then. attempts is the job's calls so far;
-// jitter is Retry's. The transition is a breaker change it caused.
-func (s *Schedule) Apply(now time.Time, v Verdict, attempts int, jitter func(time.Duration) time.Duration) (notBefore time.Time, reserved bool, tr Transition) {
+// it, the window grows on a success and is cut on congestion (and starts
+// small again when the breaker closes), and for a deferred job the
+// schedule says when it may be tried again and whether it holds a token
+// then. attempts is the job's calls so far; jitter is Retry's; pairHits is
+// the recipient's recent pair-rate refusals, this one included. The
+// transition is a breaker change it caused.
+func (s *Schedule) Apply(now time.Time, v Verdict, attempts, pairHits int, jitter func(time.Duration) time.Duration) (notBefore time.Time, reserved bool, tr Transition) {
 	switch v.Breaker {
 	case CountSuccess:
 		tr = s.breaker.Success(now)
 		s.Recover(now)
+		s.window.Grow(s.perSecond())
 	case CountFailure:
 		tr = s.breaker.Failure(now)
 	case CountNeutral:
 		tr = s.breaker.Neutral(now)
 	case CountRelease:
 		s.breaker.Release(now)
+	}
+	if v.Congestion {
+		s.window.Cut()
+	}
+	if tr.Changed() && tr.To == BreakerClosed {
+		s.window.Restart()
 	}
 	if v.Job != JobDeferred {
 		return time.Time{}, false, tr
@@ -94,7 +109,7 @@ func (s *Schedule) Apply(now time.Time, v Verdict, attempts int, jitter func(tim
 	case ReasonThrottled:
 		return s.Throttled(now), true, tr
 	case ReasonPairRate:
-		return s.PairRate(now), true, tr
+		return PairRate(now, pairHits), true, tr
 	default:
 		return s.Retry(now, attempts, jitter), false, tr
 	}

@@ -18,13 +18,13 @@ func TestJudge(t *testing.T) {
 		want     Verdict
 	}{
 		{"AcceptedIsSentAndASuccess", whatsapp.ClassAccepted, 1, Verdict{Breaker: CountSuccess, Job: JobSent}},
-		{"ThrottledIsDeferredWithoutAVerdict", whatsapp.ClassThrottled, 1, Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled}},
-		{"ThrottledOnTheLastAttemptIsStillDeferred", whatsapp.ClassThrottled, 3, Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled}},
+		{"ThrottledIsDeferredWithoutAVerdictAndCutsTheWindow", whatsapp.ClassThrottled, 1, Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled, Congestion: true}},
+		{"ThrottledOnTheLastAttemptIsStillDeferred", whatsapp.ClassThrottled, 3, Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonThrottled, Congestion: true}},
 		{"PairRateIsDeferredWithoutAVerdict", whatsapp.ClassPairRate, 1, Verdict{Breaker: CountRelease, Job: JobDeferred, Reason: ReasonPairRate}},
 		{"PermanentFailsTheJobNotTheTenant", whatsapp.ClassPermanent, 1, Verdict{Breaker: CountNeutral, Job: JobFailed}},
-		{"TransientIsRetriedAndAFailure", whatsapp.ClassTransient, 1, Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry}},
-		{"TransientOnTheLastAttemptIsExhausted", whatsapp.ClassTransient, 3, Verdict{Breaker: CountFailure, Job: JobExhausted}},
-		{"TransientPastTheLastAttemptIsExhausted", whatsapp.ClassTransient, 4, Verdict{Breaker: CountFailure, Job: JobExhausted}},
+		{"TransientIsRetriedAFailureAndCutsTheWindow", whatsapp.ClassTransient, 1, Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry, Congestion: true}},
+		{"TransientOnTheLastAttemptIsExhausted", whatsapp.ClassTransient, 3, Verdict{Breaker: CountFailure, Job: JobExhausted, Congestion: true}},
+		{"TransientPastTheLastAttemptIsExhausted", whatsapp.ClassTransient, 4, Verdict{Breaker: CountFailure, Job: JobExhausted, Congestion: true}},
 		{"UncuredAuthIsRetriedAndAFailure", whatsapp.ClassAuth, 2, Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry}},
 		{"TenantBlockedIsRetriedAndAFailure", whatsapp.ClassTenantBlocked, 1, Verdict{Breaker: CountFailure, Job: JobDeferred, Reason: ReasonRetry}},
 		{"TenantBlockedOnTheLastAttemptIsExhausted", whatsapp.ClassTenantBlocked, 3, Verdict{Breaker: CountFailure, Job: JobExhausted}},
@@ -46,17 +46,17 @@ func TestScheduleApply(t *testing.T) {
 	t.Run("FailuresOpenTheBreakerAndRetryWithBackoff", func(t *testing.T) {
 		s := newSched()
 		v := Judge(whatsapp.ClassTransient, 1, 10)
-		nb, reserved, tr := s.Apply(t0, v, 1, noJitter)
+		nb, reserved, tr := s.Apply(t0, v, 1, 1, noJitter)
 		assert.Equal(t, t0.Add(BaseBackoff), nb)
 		assert.False(t, reserved, "a retry takes a fresh token when it comes back")
 		assert.False(t, tr.Changed())
-		nb, _, tr = s.Apply(t0, v, 2, noJitter)
+		nb, _, tr = s.Apply(t0, v, 2, 1, noJitter)
 		assert.Equal(t, t0.Add(2*BaseBackoff), nb)
 		assert.Equal(t, BreakerOpen, tr.To)
 	})
 	t.Run("ThrottlingHalvesTheRateAndReservesAToken", func(t *testing.T) {
 		s := newSched()
-		nb, reserved, _ := s.Apply(t0, Judge(whatsapp.ClassThrottled, 1, 10), 1, noJitter)
+		nb, reserved, _ := s.Apply(t0, Judge(whatsapp.ClassThrottled, 1, 10), 1, 1, noJitter)
 		assert.True(t, reserved)
 		assert.Equal(t, 30.0, s.Stats(t0).EffectivePerMinute)
 		assert.Equal(t, t0.Add(2*time.Second), nb, "the next token at the halved rate, the bucket drained")
@@ -64,32 +64,32 @@ func TestScheduleApply(t *testing.T) {
 	})
 	t.Run("PairRateWaitsForTheRecipientOnly", func(t *testing.T) {
 		s := newSched()
-		nb, reserved, _ := s.Apply(t0, Judge(whatsapp.ClassPairRate, 1, 10), 1, noJitter)
+		nb, reserved, _ := s.Apply(t0, Judge(whatsapp.ClassPairRate, 1, 10), 1, 1, noJitter)
 		assert.True(t, reserved)
-		assert.Equal(t, t0.Add(PairRateDelay), nb)
+		assert.Equal(t, t0.Add(4*time.Second), nb, "Meta's 4^X s for the first refusal")
 		assert.Equal(t, 60.0, s.Stats(t0).EffectivePerMinute, "the tenant's rate is untouched")
 	})
 	t.Run("SuccessClosesAHalfOpenBreaker", func(t *testing.T) {
 		s := newSched()
 		fail := Judge(whatsapp.ClassTransient, 1, 10)
-		s.Apply(t0, fail, 1, noJitter)
-		s.Apply(t0, fail, 1, noJitter)
+		s.Apply(t0, fail, 1, 1, noJitter)
+		s.Apply(t0, fail, 1, 1, noJitter)
 		later := t0.Add(time.Minute)
 		ok, _, tr := s.Breaker().Allow(later)
 		require.True(t, ok)
 		require.Equal(t, BreakerHalfOpen, tr.To)
-		_, _, tr = s.Apply(later, Judge(whatsapp.ClassAccepted, 1, 10), 1, noJitter)
+		_, _, tr = s.Apply(later, Judge(whatsapp.ClassAccepted, 1, 10), 1, 1, noJitter)
 		assert.Equal(t, BreakerClosed, tr.To)
 	})
 	t.Run("APermanentErrorEndsAHalfOpenTrialWithoutOpening", func(t *testing.T) {
 		s := newSched()
 		fail := Judge(whatsapp.ClassTransient, 1, 10)
-		s.Apply(t0, fail, 1, noJitter)
-		s.Apply(t0, fail, 1, noJitter)
+		s.Apply(t0, fail, 1, 1, noJitter)
+		s.Apply(t0, fail, 1, 1, noJitter)
 		later := t0.Add(time.Minute)
 		ok, _, _ := s.Breaker().Allow(later)
 		require.True(t, ok)
-		nb, _, tr := s.Apply(later, Judge(whatsapp.ClassPermanent, 1, 10), 1, noJitter)
+		nb, _, tr := s.Apply(later, Judge(whatsapp.ClassPermanent, 1, 10), 1, 1, noJitter)
 		assert.True(t, nb.IsZero())
 		assert.Equal(t, BreakerClosed, tr.To)
 	})

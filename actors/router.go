@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"sync/atomic"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -71,7 +72,8 @@ type router struct {
 func NewRouterProps(cfg Config) *actor.Props {
 	deps := &cfg
 	deps.withDefaults()
-	deps.pool = newPool(max(16, 2*deps.MaxHeldFast))
+	deps.pool = newPool(max(16, 2*deps.Prefetch))
+	deps.held = new(atomic.Int64)
 	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}}
 	for _, t := range cfg.Tenants {
 		st.tenants[t.ID] = &tenantEntry{cfg: t}

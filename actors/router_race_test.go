@@ -27,7 +27,8 @@ func TestInvalidJobsOfAnActiveTenantAreCountedWithoutRacingItsActor(t *testing.T
 		const n = 200
 		asks := make([]*actor.Future, 0, n)
 		for i := range n {
-			h.deliver(jobBody("a", fmt.Sprintf("bad%d", i), ""), nil) // valid identity, no "to"
+			h.deliver(fmt.Appendf(nil, `{"metadata":{"tenantId":"a","internalId":"bad%d"},`+
+				`"wabaPayload":{"messaging_product":"whatsapp","type":"text","text":{"body":"x"}}}`, i), nil) // valid identity, no "to"
 			asks = append(asks, h.root.RequestFuture(h.router, &messages.GetTenant{TenantID: "a"}, AskTimeout))
 		}
 		for _, f := range asks {

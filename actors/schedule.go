@@ -29,33 +29,32 @@ const (
 	// BaseBackoff and MaxBackoff bound Retry's exponential backoff.
 	BaseBackoff = time.Second
 	MaxBackoff  = 5 * time.Minute
-	// PairRateDelay is how long a job waits after Meta's pair-rate error
-	// (131056: too many messages to the same recipient).
-	PairRateDelay = 6 * time.Second
+	// PairRateBase is Meta's advice for its pair-rate error (131056: too
+	// many messages to the same recipient): retry after 4^X seconds, X
+	// counting that recipient's recent 131056 answers (at most
+	// maxPairRateExponent).
+	PairRateBase        = time.Second
+	maxPairRateExponent = 5
 )
 
-// DefaultMaxHeld is how many deliveries a tenant holds at once (one sending,
-// one next) when ScheduleConfig.MaxHeld is not set.
+// DefaultMaxHeld is how many deliveries a tenant holds at least (one
+// sending, one next), and all it holds while its sends are stalled, when
+// ScheduleConfig.MaxHeld is not set.
 const DefaultMaxHeld = 2
 
-// HoldBudget is how long a delivery held by a tenant should expect to wait
-// for its turn. A tenant whose sends are fast may hold up to
-// HoldBudget/latency deliveries (at most MaxHeldFast) instead of MaxHeld:
-// holding ten deliveries of a tenant that sends in 2 ms costs the shared
-// prefetch window 20 ms, while deferring eight of them costs two publishes,
-// a confirm and a delay-queue hop each. Once a send has been in flight for
-// HoldBudget the tenant counts as slow again, and the deliveries it holds
-// beyond MaxHeld are released (see Unhold).
+// HoldBudget is the shortest time a send may be in flight before the
+// tenant counts as stalled (see Stalled): a send taking four times the
+// high latency estimate, and at least this long, says the API has stopped
+// answering, and the deliveries the tenant holds beyond MaxHeld go back to
+// the broker rather than keep prefetch slots for the whole timeout.
 const HoldBudget = 100 * time.Millisecond
-
-// latencyAlpha weighs the newest sample in the send-latency EWMA.
-const latencyAlpha = 0.2
 
 // DeferReason says why a job was deferred.
 type DeferReason int
 
 // The defer reasons. Admit returns the first six; the actor uses the rest
-// with Throttled, PairRate and Retry.
+// with Throttled, PairRate and Retry, and InOrder for a job waiting behind
+// its recipient's earlier one.
 const (
 	ReasonNone DeferReason = iota
 	ReasonEarly
@@ -66,6 +65,7 @@ const (
 	ReasonThrottled
 	ReasonPairRate
 	ReasonRetry
+	ReasonInOrder
 )
 
 var deferReasonNames = [...]string{
@@ -78,6 +78,7 @@ var deferReasonNames = [...]string{
 	ReasonThrottled:   "throttled",
 	ReasonPairRate:    "pair_rate",
 	ReasonRetry:       "retry",
+	ReasonInOrder:     "in_order",
 }
 
 // String returns the snake_case name used in logs and metrics labels.
@@ -117,16 +118,16 @@ type Decision struct {
 }
 
 // ScheduleConfig configures a Schedule. Zero fields take the defaults:
-// 80/min, burst 80, 5 failures, 60s open, MaxHeld 2.
+// 80/min, burst 80, 5 failures, 60s open, MaxHeld 2, MaxInFlight
+// DefaultMaxInFlight.
 type ScheduleConfig struct {
 	PerMinute        float64
 	Burst            int
 	FailureThreshold int
 	OpenFor          time.Duration
 	MaxHeld          int
-	// MaxHeldFast caps HoldCap for a tenant whose sends are fast; below
-	// MaxHeld it is MaxHeld (no adaptive holding).
-	MaxHeldFast int
+	// MaxInFlight caps the send window (max_in_flight).
+	MaxInFlight int
 }
 
 func (c ScheduleConfig) withDefaults() ScheduleConfig {
@@ -145,7 +146,9 @@ func (c ScheduleConfig) withDefaults() ScheduleConfig {
 	if c.MaxHeld <= 0 {
 		c.MaxHeld = DefaultMaxHeld
 	}
-	c.MaxHeldFast = max(c.MaxHeldFast, c.MaxHeld)
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
 	c.PerMinute = clampPerMinute(c.PerMinute)
 	return c
 }
@@ -157,25 +160,28 @@ type ScheduleStats struct {
 	EffectivePerMinute float64
 	// NextSlot is the earliest a new job could be sent: the bucket's next
 	// token, or the end of the breaker's open time if later.
-	NextSlot    time.Time
-	LatencyEWMA time.Duration
-	Breaker     BreakerStats
+	NextSlot time.Time
+	// Latency is the smoothed send latency (0 while unknown).
+	Latency time.Duration
+	// Window is how many sends may be in flight now; InFlight how many are.
+	Window, InFlight int
+	Breaker          BreakerStats
 }
 
 // Schedule decides, for one job of one tenant, "send now" or "come back at
 // T", so that a deferred job is deferred once to the instant it can really
-// go rather than bounced blindly. It owns the tenant's bucket and breaker, a
-// send-latency EWMA, the throttle state and a virtual time for jobs deferred
-// because the tenant is busy. It is not safe for concurrent use.
+// go rather than bounced blindly. It owns the tenant's bucket, breaker and
+// send window, the start times of the sends in flight, the throttle state
+// and a virtual time for jobs deferred because the tenant is busy. It is
+// not safe for concurrent use.
 type Schedule struct {
 	cfg     ScheduleConfig
 	bucket  *Bucket
 	breaker *Breaker
-	latency time.Duration // EWMA of send latency; 0 = no sample yet
-	// sendStart is when the send in flight started (zero: none), so a
-	// hanging send counts as slow before it ends.
-	sendStart time.Time
-	busyTat   time.Time // the last slot handed to a busy-deferred job
+	window  Window
+	// starts are the start times of the sends in flight, oldest first.
+	starts  []time.Time
+	busyTat time.Time // the last slot handed to a busy-deferred job
 	// rateChangedAt is the last throttle or recovery step; the next
 	// recovery step waits RecoverAfter from it.
 	rateChangedAt time.Time
@@ -188,6 +194,7 @@ func NewSchedule(cfg ScheduleConfig, now time.Time) *Schedule {
 		cfg:     cfg,
 		bucket:  NewBucket(cfg.PerMinute, cfg.Burst, now),
 		breaker: NewBreaker(cfg.FailureThreshold, cfg.OpenFor),
+		window:  NewWindow(cfg.MaxInFlight),
 	}
 }
 
@@ -229,12 +236,10 @@ func (s *Schedule) Admit(now time.Time, t Ticket, held int, paused bool) Decisio
 		return Decision{NotBefore: until, Reason: ReasonBreakerOpen}
 	}
 	if held >= s.HoldCap(now) {
-		slot := s.busySlot(now)
-		notBefore := slot
-		if !t.Reserved {
-			notBefore = laterTime(slot, s.bucket.Reserve(now))
+		if t.Reserved {
+			s.bucket.Cancel(now)
 		}
-		return Decision{NotBefore: notBefore, Reserved: true, Reason: ReasonBusy}
+		return Decision{NotBefore: s.busySlot(now), Reason: ReasonBusy}
 	}
 	due := t.NotBefore
 	if !t.Reserved {
@@ -274,62 +279,74 @@ func (s *Schedule) Recheck(now time.Time) (ok bool, until time.Time) {
 	return true, time.Time{}
 }
 
-// HoldCap is how many deliveries the tenant may hold at now: MaxHeld while
-// its send latency is unknown or HoldBudget or more (counting a send in
-// flight for its time so far), else HoldBudget/latency, at most MaxHeldFast.
-//
-// A send in flight only ever makes the tenant slower: its time so far is a
-// lower bound on its latency, not a measurement. While no send has ended
-// the latency is unknown, however young the send in flight is; taking its
-// few microseconds for the latency would let a tenant whose very first
-// send hangs hold the whole prefetch window (MaxHeldFast) for HoldBudget,
-// and every other tenant's jobs would wait in the queue meanwhile.
+// HoldCap is how many deliveries the tenant may hold at now: its window
+// and one next (at least MaxHeld), or MaxHeld while its sends are stalled.
 func (s *Schedule) HoldCap(now time.Time) int {
-	if s.latency <= 0 || s.cfg.MaxHeldFast <= s.cfg.MaxHeld {
+	if s.Stalled(now) {
 		return s.cfg.MaxHeld
 	}
-	lat := s.latency
-	if !s.sendStart.IsZero() {
-		lat = max(lat, now.Sub(s.sendStart))
-	}
-	return min(max(int(HoldBudget/lat), s.cfg.MaxHeld), s.cfg.MaxHeldFast)
+	return max(s.Window()+1, s.cfg.MaxHeld)
 }
 
-// SendStarted records that a send began at now; ObserveLatency ends it.
-func (s *Schedule) SendStarted(now time.Time) { s.sendStart = now }
+// Window is how many sends may be in flight at the current rate.
+func (s *Schedule) Window() int { return s.window.Size(s.perSecond()) }
 
-// SlowAt is when the send in flight makes the tenant slow (HoldCap falls
-// to MaxHeld): HoldBudget after it started. Zero when no send is in flight.
-func (s *Schedule) SlowAt() time.Time {
-	if s.sendStart.IsZero() {
+// CanStart reports whether the window has room for another send.
+func (s *Schedule) CanStart() bool { return len(s.starts) < s.Window() }
+
+// InFlight is how many sends are in flight.
+func (s *Schedule) InFlight() int { return len(s.starts) }
+
+// SendStarted records that a send began at now; SendEnded ends it.
+func (s *Schedule) SendStarted(now time.Time) { s.starts = append(s.starts, now) }
+
+// SendEnded ends the send that started at start, after d, and feeds d into
+// the latency estimate.
+func (s *Schedule) SendEnded(start time.Time, d time.Duration) {
+	for i, t := range s.starts {
+		if t.Equal(start) {
+			s.starts = append(s.starts[:i], s.starts[i+1:]...)
+			break
+		}
+	}
+	if len(s.starts) == 0 {
+		s.starts = nil
+	}
+	s.window.Observe(d)
+}
+
+// Stalled reports whether the oldest send in flight has run past StallAt.
+func (s *Schedule) Stalled(now time.Time) bool {
+	at := s.StallAt()
+	return !at.IsZero() && !now.Before(at)
+}
+
+// StallAt is when the oldest send in flight makes the tenant stalled: four
+// times the high latency estimate after it started, at least HoldBudget.
+// Zero when no send is in flight.
+func (s *Schedule) StallAt() time.Time {
+	if len(s.starts) == 0 {
 		return time.Time{}
 	}
-	return s.sendStart.Add(HoldBudget)
+	return s.starts[0].Add(max(HoldBudget, 4*s.window.High()))
 }
 
 // Unhold returns when a delivery the tenant admitted but can no longer
-// hold (its send in flight turned slow, so HoldCap fell) should come back.
-// It keeps the token it was charged, and takes the next busy slot.
-func (s *Schedule) Unhold(now time.Time) time.Time { return s.busySlot(now) }
+// hold (its sends stalled, so HoldCap fell) should come back: the next busy
+// slot. It gives back the token it was charged, like a busy job's: a token
+// held until the window has room again would be spent late, in a bunch
+// with others, and the sends would exceed the rate where Meta counts them.
+func (s *Schedule) Unhold(now time.Time) time.Time {
+	s.bucket.Cancel(now)
+	return s.busySlot(now)
+}
 
 func (s *Schedule) busySlot(now time.Time) time.Time {
 	s.busyTat = laterTime(s.busyTat, now).Add(s.busySpacing())
 	return s.busyTat
 }
 
-// ObserveLatency feeds one send's latency into the EWMA (α = 0.2; the first
-// sample is taken as is) and ends the send in flight.
-func (s *Schedule) ObserveLatency(d time.Duration) {
-	s.sendStart = time.Time{}
-	if d < 0 {
-		return
-	}
-	if s.latency == 0 {
-		s.latency = d
-		return
-	}
-	s.latency += time.Duration(latencyAlpha * float64(d-s.latency))
-}
+func (s *Schedule) perSecond() float64 { return s.bucket.PerMinute() / 60 }
 
 // Throttled records that Meta throttled this tenant: the bucket's rate is
 // halved (floor MinPerMinute) and its unspent tokens dropped, since Meta
@@ -369,9 +386,12 @@ func (s *Schedule) Retry(now time.Time, attempt int, jitter func(max time.Durati
 }
 
 // PairRate returns when a job refused by Meta's pair rate (same recipient)
-// should be tried again. The tenant's state is not touched.
-func (s *Schedule) PairRate(now time.Time) time.Time {
-	return now.Add(PairRateDelay)
+// should be tried again, Meta's 4^X seconds for the recipient's hits-th
+// recent refusal (hits ≥ 1). The tenant's state is not touched: the limit
+// is the recipient's, not the number's.
+func PairRate(now time.Time, hits int) time.Time {
+	x := min(max(hits, 1), maxPairRateExponent)
+	return now.Add(PairRateBase << (2 * x))
 }
 
 // Stats returns a snapshot at now.
@@ -385,19 +405,22 @@ func (s *Schedule) Stats(now time.Time) ScheduleStats {
 		TokensMax:          s.bucket.Max(),
 		EffectivePerMinute: s.bucket.PerMinute(),
 		NextSlot:           next,
-		LatencyEWMA:        s.latency,
+		Latency:            s.window.Latency(),
+		Window:             s.Window(),
+		InFlight:           len(s.starts),
 		Breaker:            s.breaker.Stats(now),
 	}
 }
 
-// busySpacing is the spacing of busy-deferred jobs: the tenant sends one
-// job per latency, so that is the rate at which it can take them back;
-// MinBusySpacing while no latency is known.
+// busySpacing is the spacing of busy-deferred jobs: the tenant's window
+// frees a slot every latency/window, so that is the rate at which it can
+// take them back; MinBusySpacing while no latency is known.
 func (s *Schedule) busySpacing() time.Duration {
-	if s.latency <= 0 {
+	lat := s.window.Latency()
+	if lat <= 0 {
 		return MinBusySpacing
 	}
-	return max(s.latency, time.Millisecond)
+	return max(lat/time.Duration(s.Window()), time.Millisecond)
 }
 
 func retryBackoff(attempt int) time.Duration {

@@ -19,9 +19,15 @@ type TenantState struct {
 	// epoch names this state's reservations (see messages.JobState).
 	epoch string
 
-	sending *messages.Dispatch
-	// stallWatched is the send a stall check is armed for (watchForStall).
-	stallWatched *messages.Dispatch
+	// sending are the jobs whose sends are in flight, oldest first.
+	sending []inFlight
+	// stallAt is the instant a stall check is armed for (watchForStall).
+	stallAt time.Time
+	// lines keep each recipient's jobs in order; nil while none is pending.
+	lines map[string]*line
+	// reported is what this tenant last added to the process's count of
+	// held deliveries (Config.held).
+	reported int
 	// waiting are admitted jobs (each holds its token), sent in order once
 	// due; wakeAt is when a timer will next look at them.
 	waiting []waitingJob
@@ -62,7 +68,7 @@ func newTenantState(t *config.Tenant, tokens whatsapp.TokenSource, epoch string,
 			FailureThreshold: t.Breaker.FailureThreshold,
 			OpenFor:          t.Breaker.OpenFor,
 			MaxHeld:          deps.MaxHeld,
-			MaxHeldFast:      deps.MaxHeldFast,
+			MaxInFlight:      t.MaxInFlight,
 		}, now),
 	}
 }
@@ -76,20 +82,29 @@ type waitingJob struct {
 	due time.Time
 }
 
-func (s *TenantState) held() int {
-	n := len(s.waiting)
-	if s.sending != nil {
-		n++
+type inFlight struct {
+	m     *messages.Dispatch
+	start time.Time
+}
+
+func (s *TenantState) held() int { return len(s.waiting) + len(s.sending) }
+
+// dropSending forgets m's send, reporting whether it was in flight.
+func (s *TenantState) dropSending(m *messages.Dispatch) bool {
+	for i, f := range s.sending {
+		if f.m == m {
+			s.sending = append(s.sending[:i], s.sending[i+1:]...)
+			if len(s.sending) == 0 {
+				s.sending = nil
+			}
+			return true
+		}
 	}
-	return n
+	return false
 }
 
 func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 	st := s.sched.Stats(now)
-	inFlight := 0
-	if s.sending != nil {
-		inFlight = 1
-	}
 	return messages.TenantInfo{
 		ID:                  s.cfg.ID,
 		Active:              active,
@@ -102,7 +117,9 @@ func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 		RatePerMinute:       s.cfg.RateLimit.PerMinute,
 		EffectivePerMinute:  st.EffectivePerMinute,
 		NextSlot:            st.NextSlot,
-		InFlight:            inFlight,
+		InFlight:            st.InFlight,
+		Window:              st.Window,
+		RecipientsWaiting:   s.recipientsWaiting(),
 		Held:                s.held(),
 		Deferred:            s.deferred,
 		Sent:                s.sent,
@@ -114,7 +131,7 @@ func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 		Quarantined:         s.quarantine.On(),
 		LastError:           s.lastError,
 		LastErrorAt:         s.lastErrorAt,
-		LatencyMs:           float64(st.LatencyEWMA) / float64(time.Millisecond),
+		LatencyMs:           float64(st.Latency) / float64(time.Millisecond),
 	}
 }
 

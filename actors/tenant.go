@@ -35,6 +35,7 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 
 func (a *tenantActor) Receive(ctx actor.Context) {
 	defer a.noteCrash()
+	defer a.reportHeld()
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		if a.deps.PassivateAfter > 0 {
@@ -63,7 +64,7 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.st.wakeAt = time.Time{}
 		a.pump(ctx)
 	case *stallCheck:
-		a.releaseIfStalled(msg)
+		a.releaseIfStalled(ctx, msg)
 	case *deadLetteredByRouter:
 		a.st.received++
 		a.st.deadLettered++
@@ -115,8 +116,17 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 		a.complete(m, messages.Result{Status: messages.StatusSent, WAMID: wamid, Attempts: m.State.Attempts})
 		return
 	}
+	l, n, place := st.placeIn(m.Job.To, m.State.Place)
+	m.State.Place = place
+	if !l.mayGo(n, now) {
+		// Its recipient's earlier job is pending: it waits behind it.
+		wait := time.Duration(l.behind(n)) * max(st.sched.Stats(now).Latency, MinBusySpacing)
+		a.deferJob(m, now, laterTime(l.back, now.Add(wait)), m.State.Reservation == st.epoch, ReasonInOrder)
+		return
+	}
+	l.busy = true
 	ticket := Ticket{NotBefore: m.State.NotBefore, Reserved: m.State.Reservation != "" && m.State.Reservation == st.epoch}
-	d := st.sched.Admit(now, ticket, st.held(), st.sendsStopped())
+	d := st.sched.Admit(now, ticket, a.heldForAdmission(now), st.sendsStopped())
 	if d.Transition.Changed() {
 		a.logTransition(d.Transition, now)
 	}
@@ -130,6 +140,23 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	a.watchForStall(ctx)
 }
 
+// heldForAdmission is what Admit is told the tenant holds: what it holds,
+// or its whole HoldCap when the process's prefetch window is nearly full
+// and the tenant already holds its fair minimum, so that one tenant never
+// takes the slots its neighbours' jobs need to reach the worker at all.
+func (a *tenantActor) heldForAdmission(now time.Time) int {
+	st := a.st
+	held := st.held()
+	if p := a.deps.Prefetch; p > 0 && held >= DefaultMaxHeld && a.deps.held.Load() >= int64(p-fairReserve(p)) {
+		return max(held, st.sched.HoldCap(now))
+	}
+	return held
+}
+
+// fairReserve is how many of the prefetch slots are kept for tenants that
+// hold less than their fair minimum: a tenith of them, at least two.
+func fairReserve(prefetch int) int { return max(DefaultMaxHeld, prefetch/10) }
+
 // wake asks the tenant to look at its waiting jobs again.
 type wake struct{}
 
@@ -139,10 +166,10 @@ func (*wake) IgnoreDeadLetterLogging()       {}
 func (*idleCheck) IgnoreDeadLetterLogging()  {}
 func (*stallCheck) IgnoreDeadLetterLogging() {}
 
-// pump starts the next waiting job when nothing is being sent.
+// pump starts waiting jobs, in order, while the window has room.
 func (a *tenantActor) pump(ctx actor.Context) {
 	st := a.st
-	for st.sending == nil && len(st.waiting) > 0 {
+	for st.sched.CanStart() && len(st.waiting) > 0 {
 		now := time.Now()
 		if due := st.waiting[0].due; due.After(now) {
 			a.wakeUpAt(ctx, due)
@@ -163,6 +190,7 @@ func (a *tenantActor) pump(ctx actor.Context) {
 			// Its channel died while it waited: the broker hands it out
 			// again, and sending this copy too would send it twice.
 			_ = m.Delivery.Requeue()
+			a.leftHand(m, now)
 			a.log.Info("stale_delivery_dropped", slog.String("internalId", m.Job.InternalID))
 			continue
 		}
@@ -198,7 +226,8 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter-quiet)
 		return
 	}
-	if st.sending != nil || len(st.waiting) > 0 || st.wakeAt.After(now) {
+	st.forgetStaleLines(now)
+	if len(st.sending) > 0 || len(st.waiting) > 0 || st.wakeAt.After(now) {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter)
 		return
 	}
@@ -216,35 +245,39 @@ func (a *tenantActor) touch(ctx actor.Context) {
 	}
 }
 
-// stallCheck asks the tenant whether the send of m is still in flight
-// HoldBudget after it started.
-type stallCheck struct{ m *messages.Dispatch }
+// stallCheck asks the tenant whether its oldest send in flight has
+// stalled (Schedule.StallAt).
+type stallCheck struct{ at time.Time }
 
-// watchForStall arranges one stallCheck for the send in flight once the
-// tenant holds more than MaxHeld: holding more is only right while sends
-// are fast, so it looks again when this send has taken HoldBudget.
+// watchForStall arranges one stallCheck for the oldest send in flight
+// while the tenant holds more than MaxHeld: holding more is only right
+// while its sends answer.
 func (a *tenantActor) watchForStall(ctx actor.Context) {
 	st := a.st
-	m := st.sending
-	if m == nil || st.stallWatched == m || st.held() <= a.deps.MaxHeld {
+	at := st.sched.StallAt()
+	if at.IsZero() || st.stallAt.Equal(at) || st.held() <= a.deps.MaxHeld {
 		return
 	}
-	st.stallWatched = m
+	st.stallAt = at
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	wait := max(st.sched.SlowAt().Sub(time.Now()), 0)
-	time.AfterFunc(wait, func() { root.Send(self, &stallCheck{m}) })
+	time.AfterFunc(max(time.Until(at), 0), func() { root.Send(self, &stallCheck{at}) })
 }
 
 // releaseIfStalled defers the deliveries the tenant holds beyond its
-// HoldCap when the send that started the check is still in flight: a
-// tenant whose API turned slow must not keep prefetch slots it was given
-// while fast. The newest go, keeping their tokens and their order.
-func (a *tenantActor) releaseIfStalled(c *stallCheck) {
+// HoldCap when its sends have stalled: a tenant whose API stopped
+// answering must not keep prefetch slots for the whole timeout. The
+// newest go, keeping their tokens and their order.
+func (a *tenantActor) releaseIfStalled(ctx actor.Context, c *stallCheck) {
 	st := a.st
-	if st.sending != c.m {
+	if !st.stallAt.Equal(c.at) {
 		return
 	}
+	st.stallAt = time.Time{}
 	now := time.Now()
+	if !st.sched.Stalled(now) {
+		a.watchForStall(ctx) // the oldest send ended; watch the next
+		return
+	}
 	excess := min(st.held()-st.sched.HoldCap(now), len(st.waiting))
 	if excess <= 0 {
 		return
@@ -254,7 +287,7 @@ func (a *tenantActor) releaseIfStalled(c *stallCheck) {
 	clear(st.waiting[keep:])
 	st.waiting = st.waiting[:keep]
 	for _, w := range released {
-		a.deferJob(w.m, now, laterTime(st.sched.Unhold(now), w.due), true, ReasonBusy)
+		a.deferJob(w.m, now, st.sched.Unhold(now), false, ReasonBusy)
 	}
 }
 
@@ -275,13 +308,14 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 // with a SendDone, so the mailbox keeps answering while the call runs.
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
-	st.sending = m
-	st.sched.SendStarted(time.Now())
+	started := time.Now()
+	st.sending = append(st.sending, inFlight{m, started})
+	st.sched.SendStarted(started)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	a.watchForStall(ctx)
 	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
 	a.deps.pool.Go(func() {
-		done := &messages.SendDone{Dispatch: m}
+		done := &messages.SendDone{Dispatch: m, Started: started}
 		defer func() {
 			if r := recover(); r != nil {
 				done.Panic = r
@@ -320,8 +354,8 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 // sendDone applies a send's outcome to the tenant's state and settles the job.
 func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	st := a.st
-	if st.sending == r.Dispatch {
-		st.sending, st.stallWatched = nil, nil
+	if st.dropSending(r.Dispatch) {
+		st.sched.SendEnded(r.Started, r.Duration)
 	}
 	m := r.Dispatch
 	m.State.Attempts += r.Calls
@@ -330,7 +364,6 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	}
 	defer a.pump(ctx)
 	now := time.Now()
-	st.sched.ObserveLatency(r.Duration)
 	a.deps.Observer.SendLatency(st.cfg.ID, r.Duration)
 	if r.AuthErr != nil {
 		a.log.Error("meta_api_auth_error",
@@ -347,7 +380,17 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 		a.logAPIError(m, r)
 	}
 	v := Judge(class, m.State.Attempts, st.cfg.MaxAttempts)
-	notBefore, reserved, tr := st.sched.Apply(now, v, m.State.Attempts, a.deps.Jitter)
+	pairHits := 0
+	if l := st.lines[m.Job.To]; l != nil {
+		switch {
+		case v.Reason == ReasonPairRate:
+			l.pairHits++
+		case v.Job == JobSent:
+			l.pairHits = 0
+		}
+		pairHits = l.pairHits
+	}
+	notBefore, reserved, tr := st.sched.Apply(now, v, m.State.Attempts, pairHits, a.deps.Jitter)
 	if tr.Changed() {
 		a.logTransition(tr, now)
 	}
@@ -377,6 +420,12 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 // returns it at notBefore, then acks the original.
 func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, reserved bool, reason DeferReason) {
 	st := a.st
+	if l, n, ok := st.lineOf(m); ok {
+		if n == l.head {
+			l.busy = false
+		}
+		l.deferredUntil(notBefore)
+	}
 	state := m.State
 	state.NotBefore = notBefore
 	state.Reservation = ""
@@ -415,6 +464,7 @@ func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, r
 
 // complete publishes a terminal result for a job and acks it.
 func (a *tenantActor) complete(m *messages.Dispatch, res messages.Result) {
+	a.leftLine(m)
 	now := time.Now()
 	if res.Status == messages.StatusSent {
 		a.st.sent++
@@ -434,6 +484,7 @@ func (a *tenantActor) resultMessage(m *messages.Dispatch, res messages.Result, n
 
 // fail reports a permanent error: a failed result, and the job to the DLQ.
 func (a *tenantActor) fail(m *messages.Dispatch, err error) {
+	a.leftLine(m)
 	now := time.Now()
 	a.st.failed++
 	res := messages.Result{Status: messages.StatusFailed, Attempts: m.State.Attempts}
@@ -456,6 +507,7 @@ func (a *tenantActor) fail(m *messages.Dispatch, err error) {
 
 // deadLetter sends the job to the DLQ with a dead_lettered result.
 func (a *tenantActor) deadLetter(m *messages.Dispatch, reason, detail string, err error) {
+	a.leftLine(m)
 	now := time.Now()
 	a.st.deadLettered++
 	a.log.Warn("message_dead_lettered",
@@ -486,7 +538,7 @@ func (a *tenantActor) dlqHeaders(m *messages.Dispatch, reason, detail string, er
 		}
 	}
 	state := m.State
-	state.NotBefore, state.Reservation = time.Time{}, ""
+	state.NotBefore, state.Reservation, state.Place = time.Time{}, "", ""
 	state.WriteTo(h)
 	return h
 }
@@ -499,6 +551,33 @@ func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 			log.Error("settle_failed", slog.String("internalId", m.Job.InternalID), slog.String("error", err.Error()))
 		}
 	})
+}
+
+// reportHeld adds what the tenant's held deliveries changed by to the
+// process's count.
+func (a *tenantActor) reportHeld() {
+	if h := a.st.held(); h != a.st.reported {
+		a.deps.held.Add(int64(h - a.st.reported))
+		a.st.reported = h
+	}
+}
+
+// leftHand is told that m left the tenant's hand without an outcome of
+// its own (its delivery went stale, its actor crashed or stopped): when m
+// was its recipient's head, the line waits for it to come back.
+func (a *tenantActor) leftHand(m *messages.Dispatch, now time.Time) {
+	if l, n, ok := a.st.lineOf(m); ok && n == l.head {
+		l.busy = false
+		l.deferredUntil(now)
+	}
+}
+
+// leftLine is told that m reached its outcome (sent, failed, dead-lettered):
+// when m was its recipient's head, the next job of the line may go.
+func (a *tenantActor) leftLine(m *messages.Dispatch) {
+	if l, n, ok := a.st.lineOf(m); ok && n == l.head {
+		a.st.endHead(m.Job.To)
+	}
 }
 
 // noteCrash keeps what the actor panicked with for the restart's log line,
@@ -532,9 +611,14 @@ func (a *tenantActor) recoverFromCrash() {
 	if m == nil {
 		return
 	}
-	if st.sending == m {
-		st.sending, st.stallWatched = nil, nil
+	for _, f := range st.sending {
+		if f.m == m {
+			st.dropSending(m)
+			st.sched.SendEnded(f.start, time.Since(f.start))
+			break
+		}
 	}
+	a.leftHand(m, now)
 	for i, w := range st.waiting {
 		if w.m == m {
 			st.waiting = append(st.waiting[:i], st.waiting[i+1:]...)
@@ -558,7 +642,9 @@ func (a *tenantActor) handBack() {
 	st := a.st
 	waiting := st.waiting
 	st.waiting, st.wakeAt = nil, time.Time{}
+	now := time.Now()
 	for _, w := range waiting {
+		a.leftHand(w.m, now)
 		a.requeue(w.m)
 	}
 }

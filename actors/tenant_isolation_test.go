@@ -33,13 +33,13 @@ func trickle(t *testing.T, aReply *reply, check func(h *harness)) map[string]tim
 		if aReply != nil {
 			h.answer(forTenant("a", *aReply))
 			for i := range 10 {
-				h.deliver(jobBody("a", fmt.Sprintf("a%d", i), harnessRecipient), nil)
+				h.deliver(jobBody("a", fmt.Sprintf("a%d", i), ownRecipient), nil)
 			}
 		}
 		for i := 0; time.Duration(i)*trickleEvery < trickleFor; i++ {
 			h.advanceTo(time.Duration(i) * trickleEvery)
-			h.deliver(jobBody("b", fmt.Sprintf("b%d", i), harnessRecipient), nil)
-			h.deliver(jobBody("c", fmt.Sprintf("c%d", i), harnessRecipient), nil)
+			h.deliver(jobBody("b", fmt.Sprintf("b%d", i), ownRecipient), nil)
+			h.deliver(jobBody("c", fmt.Sprintf("c%d", i), ownRecipient), nil)
 			h.settle()
 			if check != nil {
 				check(h)
@@ -81,12 +81,12 @@ func TestHangingOrFailingTenantDoesNotDelayAnother(t *testing.T) {
 // ~55 ms stall its neighbours saw end to end).
 func TestHangingTenantHoldsAtMostTwoDeliveriesAndDefersTheRest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, MaxHeldFast: 10})
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, Prefetch: 10})
 		h.answer(always(reply{Delay: 500 * time.Millisecond, Err: errTimeout}))
-		h.deliver(jobBody("a", "a0", harnessRecipient), nil)
+		h.deliver(jobBody("a", "a0", ownRecipient), nil)
 		h.advance(time.Millisecond) // the rest arrive while the first send is in flight
 		for i := 1; i < 10; i++ {
-			h.deliver(jobBody("a", fmt.Sprintf("a%d", i), harnessRecipient), nil)
+			h.deliver(jobBody("a", fmt.Sprintf("a%d", i), ownRecipient), nil)
 		}
 		h.settle()
 		info := h.info("a")

@@ -11,7 +11,6 @@ import (
 
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
-	"github.com/wadispatch/wadispatch/testkit"
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
@@ -54,8 +53,8 @@ func TestPairRateDefersOnlyThatJob(t *testing.T) {
 		h.advanceTo(time.Minute)
 
 		assert.Equal(t, []time.Duration{0}, starts(h.callsFor("y1")), "the other recipient is sent at once")
-		assert.Equal(t, []time.Duration{0, PairRateDelay + SendGuard}, starts(h.callsFor("x1")),
-			"the refused job waits PairRateDelay (and, holding its token, the send guard)")
+		assert.Equal(t, []time.Duration{0, 4*time.Second + SendGuard}, starts(h.callsFor("x1")),
+			"the refused job waits Meta's 4^1 s (and, holding its token, the send guard)")
 		assert.Equal(t, []string{ReasonPairRate.String()}, h.deferReasons("x1"))
 		assert.Equal(t, messages.StatusSent, h.result("x1").Status)
 		info := h.info("a")
@@ -65,36 +64,34 @@ func TestPairRateDefersOnlyThatJob(t *testing.T) {
 	})
 }
 
-// A tenant known to be fast may hold up to MaxHeldFast deliveries; when
-// its API then starts hanging it gives back what it holds beyond MaxHeld
-// once its send has been in flight for HoldBudget, keeping their tokens,
-// so the shared prefetch window is not held for the whole timeout.
-func TestFastTenantThatStartsHangingGivesBackWhatItHoldsAfterTheHoldBudget(t *testing.T) {
+// A tenant whose API stops answering keeps its window's sends in flight
+// (they end at the timeout), but once its oldest send has stalled
+// (Schedule.StallAt) it gives back what it holds beyond them, keeping
+// their tokens, and starts nothing new.
+func TestTenantWhoseAPIStallsGivesBackWhatItHoldsBeyondItsSends(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, MaxHeldFast: 10})
-		h.answer(always(reply{Delay: time.Millisecond}))
-		for i := range 5 {
-			h.publish("a", fmt.Sprintf("fast-%d", i))
-			h.advance(10 * time.Millisecond)
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, Prefetch: 100})
+		h.answer(always(reply{Delay: 10 * time.Millisecond}))
+		for i := range 20 {
+			h.publishTo("a", fmt.Sprintf("warm-%d", i), fmt.Sprintf("1555000%04d", i))
+			h.advance(20 * time.Millisecond)
 		}
-		require.Len(t, h.callsOf("a"), 5, "A is known to be fast now")
+		window := h.info("a").Window
+		require.Greater(t, window, 2, "the window has grown")
 
 		h.answer(always(reply{Delay: time.Hour}))
-		for i := range 8 {
-			h.deliver(jobBody("a", fmt.Sprintf("slow-%d", i), harnessRecipient), nil)
+		for i := range window + 5 {
+			h.deliver(jobBody("a", fmt.Sprintf("stuck-%d", i), fmt.Sprintf("1556000%04d", i)), nil)
 		}
 		h.settle()
-		start := h.now()
-		assert.Equal(t, 8, h.info("a").Held, "fast: it holds them all")
-		h.advanceTo(start + HoldBudget - time.Millisecond)
-		assert.Equal(t, 8, h.info("a").Held, "still within the hold budget")
-		h.advanceTo(start + HoldBudget)
 		info := h.info("a")
-		assert.Equal(t, 2, info.Held, "one sending, one next")
-		assert.Equal(t, 6, info.Deferred, "the rest went back to the broker")
-		released := h.copies(testkit.KindDeferred, "slow-7")
-		require.Len(t, released, 1)
-		assert.Equal(t, ReasonBusy.String(), released[0].Publishing.Headers[messages.HeaderDeferReason])
+		assert.Equal(t, window, info.InFlight, "the window fills")
+		assert.Equal(t, window+1, info.Held, "and one waits next")
+		calls := len(h.callsOf("a"))
+		h.advance(10 * time.Second)
+		info = h.info("a")
+		assert.Equal(t, window, info.Held, "the waiting one went back to the broker")
+		assert.Equal(t, calls, len(h.callsOf("a")), "nothing new started")
 	})
 }
 

@@ -87,7 +87,7 @@ func TestBurstArrivingTogetherHoldsTwoAndDefersTheThirdWhileLatencyIsUnknown(t *
 		h := startHarness(t, Config{Tenants: []config.Tenant{slowTenant()}})
 		h.answer(always(reply{Delay: 10 * time.Millisecond}))
 		for i := range 10 {
-			h.deliver(jobBody("a", fmt.Sprintf("j%d", i+1), harnessRecipient), nil)
+			h.deliver(jobBody("a", fmt.Sprintf("j%d", i+1), ownRecipient), nil)
 		}
 		h.advanceTo(time.Minute)
 

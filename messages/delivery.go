@@ -35,7 +35,10 @@ type SendDone struct {
 	WAMID    string
 	Err      error
 	// Calls is the number of calls made (2 when a refreshed token was tried).
-	Calls    int
+	Calls int
+	// Started is when the send began (the actor's clock); Duration how
+	// long it took.
+	Started  time.Time
 	Duration time.Duration
 	// AuthErr is set when Meta rejected the token (code 190 or 0) and its
 	// source was re-read; TokenChanged when that produced a different

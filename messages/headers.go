@@ -20,6 +20,10 @@ const (
 	HeaderReservation = "x-reservation"
 	HeaderFirstSeen   = "x-first-seen"
 	HeaderDeferReason = "x-defer-reason"
+	// HeaderPlace is the job's place in its recipient's line ("epoch:n"),
+	// so that a deferred job keeps its place behind and ahead of the
+	// recipient's other jobs.
+	HeaderPlace = "x-place"
 )
 
 // JobState is what a job's headers say about its history.
@@ -32,6 +36,8 @@ type JobState struct {
 	// a token of another process or incarnation is worthless.
 	Reservation string
 	FirstSeen   time.Time // first time a worker saw the job, for max_age
+	// Place is its place in its recipient's line ("epoch:n"; "" for none).
+	Place string
 }
 
 // ReadJobState reads a job's state from its headers; absent or malformed
@@ -44,6 +50,7 @@ func ReadJobState(h map[string]any) JobState {
 		NotBefore:   headerTime(h, HeaderNotBefore),
 		Reservation: headerString(h, HeaderReservation),
 		FirstSeen:   headerTime(h, HeaderFirstSeen),
+		Place:       headerString(h, HeaderPlace),
 	}
 }
 
@@ -55,11 +62,16 @@ func (s JobState) WriteTo(h map[string]any) {
 	setInt(h, HeaderCrashes, s.Crashes)
 	setTime(h, HeaderNotBefore, s.NotBefore)
 	setTime(h, HeaderFirstSeen, s.FirstSeen)
-	if s.Reservation == "" {
-		h[HeaderReservation] = nil
-	} else {
-		h[HeaderReservation] = s.Reservation
+	setString(h, HeaderReservation, s.Reservation)
+	setString(h, HeaderPlace, s.Place)
+}
+
+func setString(h map[string]any, k, v string) {
+	if v == "" {
+		h[k] = nil
+		return
 	}
+	h[k] = v
 }
 
 func setInt(h map[string]any, k string, v int) {

@@ -64,6 +64,9 @@ type Job struct {
 	// Payload is the wabaPayload exactly as received; it is sent to Meta
 	// byte-for-byte.
 	Payload json.RawMessage
+	// To is wabaPayload.to, the recipient: a tenant's jobs to one
+	// recipient are sent one at a time, in order.
+	To string
 }
 
 // Identity is what a result needs to name a job. A job whose identity cannot
@@ -134,10 +137,11 @@ func decodeJob(body []byte) (Job, error) {
 	if idErr != nil {
 		return Job{}, &InvalidJobError{Reason: ReasonInvalidJob, Detail: idErr.Error(), Identity: id}
 	}
-	if err := checkPayload(env.WABAPayload); err != nil {
+	to, err := checkPayload(env.WABAPayload)
+	if err != nil {
 		return Job{}, &InvalidJobError{Reason: ReasonInvalidJob, Detail: err.Error(), Identity: id}
 	}
-	return Job{TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata, Payload: env.WABAPayload}, nil
+	return Job{TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata, Payload: env.WABAPayload, To: to}, nil
 }
 
 // decodeIdentity returns the identity whenever tenantId and internalId are
@@ -181,24 +185,24 @@ func validInternalID(s string) bool {
 	return true
 }
 
-func checkPayload(raw json.RawMessage) error {
+func checkPayload(raw json.RawMessage) (to string, err error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return errors.New("wabaPayload must be a JSON object")
+		return "", errors.New("wabaPayload must be a JSON object")
 	}
 	var p rawPayload
 	if err := json.Unmarshal(raw, &p); err != nil {
-		return errors.New("wabaPayload fields messaging_product, to and type must be strings")
+		return "", errors.New("wabaPayload fields messaging_product, to and type must be strings")
 	}
 	switch {
 	case p.MessagingProduct != "whatsapp":
-		return errors.New(`wabaPayload.messaging_product must be "whatsapp"`)
+		return "", errors.New(`wabaPayload.messaging_product must be "whatsapp"`)
 	case p.To == "":
-		return errors.New("wabaPayload.to is missing")
+		return "", errors.New("wabaPayload.to is missing")
 	case p.Type == "":
-		return errors.New("wabaPayload.type is missing")
+		return "", errors.New("wabaPayload.type is missing")
 	}
-	return nil
+	return p.To, nil
 }
 
 func jsonDetail(err error) string {

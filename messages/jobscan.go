@@ -70,10 +70,12 @@ func scanJob(body []byte) (Job, bool) {
 		return Job{}, false
 	}
 
-	// One string for both ids and one buffer for both raw values: the
+	// One string for the ids and the recipient, and one buffer for both
+	// raw values: the
 	// values are capped, so appending to one cannot overwrite the other.
-	ids := string(tenantID) + string(internalID)
-	job := Job{TenantID: ids[:len(tenantID)], InternalID: ids[len(tenantID):]}
+	ids := string(tenantID) + string(internalID) + string(to)
+	job := Job{TenantID: ids[:len(tenantID)], InternalID: ids[len(tenantID) : len(tenantID)+len(internalID)],
+		To: ids[len(tenantID)+len(internalID):]}
 	if !ValidTenantID(job.TenantID) || !validInternalID(job.InternalID) {
 		return Job{}, false
 	}

@@ -120,9 +120,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 		Logger:   logger,
 		Context:  work,
 		Observer: m,
-		// A tenant whose sends are fast may hold up to a prefetch window's
-		// worth of deliveries rather than defer them (actors.HoldBudget).
-		MaxHeldFast: cfg.Prefetch,
+		// Every tenant's window shares the prefetch window.
+		Prefetch: cfg.Prefetch,
 	}), "router")
 	if err != nil {
 		cancelWork()

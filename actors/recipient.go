@@ -1,0 +1,143 @@
+package actors
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wadispatch/wadispatch/messages"
+)
+
+// LostPlaceGrace is how long past the last return it was given a line
+// waits for a job whose place has come before it skips it: a job whose
+// deferral failed to settle comes back without its place, and its line
+// must not stall behind it for ever.
+const LostPlaceGrace = 10 * time.Second
+
+// line keeps one recipient's jobs in publish order: each job takes a place
+// when it first arrives, and only the job at the head may be in the
+// tenant's hand (admitted, sending) — so never two sends to one recipient
+// at once. A later job that arrives while the head is pending goes back to
+// the broker until the head is done (sent, failed for good, or
+// dead-lettered); a head that is deferred keeps its place. A line exists
+// only while its recipient has jobs pending.
+type line struct {
+	next, head uint64 // the place the next new job takes; the head's place
+	busy       bool   // the head is in the tenant's hand
+	// back is the latest instant a job of this line was told to come back
+	// (the head's or a follower's deferral), for LostPlaceGrace.
+	back time.Time
+	// pairHits counts Meta's recent pair-rate refusals for the recipient
+	// (131056); a success clears it.
+	pairHits int
+}
+
+// placeIn returns the job's place in the recipient's line, giving it the
+// next one when it has none of this process (epoch) or one the line has
+// already passed (a job that comes back after its place was skipped).
+func (s *TenantState) placeIn(to, place string) (*line, uint64, string) {
+	if s.lines == nil {
+		s.lines = map[string]*line{}
+	}
+	l := s.lines[to]
+	if l == nil {
+		l = &line{}
+		s.lines[to] = l
+	}
+	if n, ok := parsePlace(place, s.epoch); ok && n >= l.head && n < l.next {
+		return l, n, place
+	}
+	n := l.next
+	l.next++
+	return l, n, s.epoch + ":" + strconv.FormatUint(n, 10)
+}
+
+// mayGo reports whether the job at place n may be handled now: it is the
+// head and the head is not in hand already, or the head has not come back
+// within LostPlaceGrace of when it was due (it is skipped: the job takes
+// its place).
+func (l *line) mayGo(n uint64, now time.Time) bool {
+	if n == l.head {
+		return !l.busy
+	}
+	if l.busy || now.Before(l.back.Add(LostPlaceGrace)) {
+		return false
+	}
+	l.head = n
+	return true
+}
+
+// deferredUntil records that a job of the line (the head, or one waiting
+// behind it) will come back at t.
+func (l *line) deferredUntil(t time.Time) {
+	if t.After(l.back) {
+		l.back = t
+	}
+}
+
+// behind is how many places n is behind the head.
+func (l *line) behind(n uint64) uint64 { return n - l.head }
+
+// done ends the head: the next place becomes the head. It reports whether
+// the line is empty (and can be forgotten).
+func (l *line) done() bool {
+	l.head++
+	l.busy = false
+	return l.head >= l.next
+}
+
+// recipientsWaiting is how many recipients have a job waiting behind
+// another.
+func (s *TenantState) recipientsWaiting() int {
+	n := 0
+	for _, l := range s.lines {
+		if l.next-l.head > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// endHead ends the head of to's line, forgetting the line once empty.
+func (s *TenantState) endHead(to string) {
+	if l := s.lines[to]; l != nil && l.done() {
+		delete(s.lines, to)
+		if len(s.lines) == 0 {
+			s.lines = nil
+		}
+	}
+}
+
+func parsePlace(place, epoch string) (uint64, bool) {
+	e, n, ok := strings.Cut(place, ":")
+	if !ok || e != epoch {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(n, 10, 64)
+	return v, err == nil
+}
+
+// forgetStaleLines drops the lines of an idle tenant whose jobs are all
+// overdue by LostPlaceGrace: whatever they were waiting for is not coming
+// back, and an idle tenant must not keep memory for it.
+func (s *TenantState) forgetStaleLines(now time.Time) {
+	for to, l := range s.lines {
+		if !l.busy && now.After(l.back.Add(LostPlaceGrace)) {
+			delete(s.lines, to)
+		}
+	}
+	if len(s.lines) == 0 {
+		s.lines = nil
+	}
+}
+
+// lineOf returns the line of m's recipient and m's place in it, when m has
+// a place in a line that still exists.
+func (s *TenantState) lineOf(m *messages.Dispatch) (*line, uint64, bool) {
+	l := s.lines[m.Job.To]
+	if l == nil {
+		return nil, 0, false
+	}
+	n, ok := parsePlace(m.State.Place, s.epoch)
+	return l, n, ok
+}
