@@ -64,7 +64,7 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 			"--backpressure-low", "100", "--prefetch", "10", "--prefetch-reduced", "5"},
 		BeforeRun: func(h *harness) {
 			for _, tn := range tenants {
-				h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakeLatency})
+				h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: fakeLatency}})
 			}
 		},
 	})

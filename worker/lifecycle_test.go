@@ -42,7 +42,7 @@ func TestBrokerRestartMidStreamLosesNoJobAndSendsNoneTwice(t *testing.T) {
 	tenants := defaultTenants(5)
 	h := startNodeWorker(t, node, tenants)
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 30 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: 30 * time.Millisecond}})
 	}
 	ids := lifecycleJobs(tenants, jobs, "restart")
 	publishOn(t, node.URL(), h.topo.Queue, ids)
@@ -103,7 +103,7 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	tenants := defaultTenants(4)
 	h, args := processHarness(t, tenants)
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: 15 * time.Millisecond}})
 	}
 	ids := lifecycleJobs(tenants, jobs, "kill")
 	h.publishAll(bodiesOf(ids))
@@ -146,9 +146,9 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 	slow := testTenant{ID: "slow", Phone: "800000000000001", Token: "EAAtoken-slow-s3cr3t"}
 	h, args := processHarness(t, append(tenants, slow), "--shutdown-timeout", shutdownTimeout.String())
 	for _, tn := range tenants {
-		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
+		h.fake.Behave(tn.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: 15 * time.Millisecond}})
 	}
-	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: time.Second})
+	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: time.Second}})
 	ids := append(lifecycleJobs([]testTenant{slow}, 4, "slow"), lifecycleJobs(tenants, jobs, "term")...)
 	h.publishAll(bodiesOf(ids))
 
@@ -179,7 +179,7 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 	assert.Equal(t, len(ids), len(before)+len(queued)+dead, "results + queued + DLQ = all jobs")
 	require.NotEmpty(t, queued, "the test stopped the worker mid-stream")
 
-	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: 15 * time.Millisecond})
+	h.fake.Behave(slow.Phone, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: 15 * time.Millisecond}})
 	second := startProcess(t, h, args)
 	after := h.results(len(queued), 60*time.Second) // fails on a duplicate
 	for id := range after {

@@ -2,8 +2,10 @@
 // tests, the demo, the benchmark suite and `wadispatch fakemeta`. It serves
 // POST /{version}/{phone-number-id}/messages over real HTTP, checks the
 // bearer token and the payload the way the Cloud API does, answers unique
-// wamids, logs every call, and can be scripted per phone number id to fail,
-// be slow, hang or enforce rates (Behaviour).
+// wamids, logs every call (CallLog, with arrival and answer times), and can
+// be scripted per phone number id, or for all of them at once, to fail, be
+// slow (a fixed or log-normal Latency), hang or enforce Meta's throughput and
+// pair rates (Behaviour).
 //
 // It imports nothing outside the standard library, so the production binary
 // can serve it without linking testing or any test library; the helper that
@@ -18,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -37,20 +40,120 @@ const maxBodyBytes = 4 << 20
 const closeDrainTimeout = 5 * time.Second
 
 // pairSweepSize is the number of remembered recipients per phone id above
-// which expired pair-rate entries are swept, keeping long benchmarks bounded.
+// which full pair-rate buckets are swept, keeping long benchmarks bounded.
 const pairSweepSize = 4096
 
-// Rate is a token bucket: Burst tokens at most, refilled at PerMinute.
+// tokenEpsilon absorbs float rounding in refills, so that e.g. 6 s at 10 a
+// minute always makes a whole token however the 6 s were split.
+const tokenEpsilon = 1e-9
+
+// Rate is a token bucket: Burst tokens at most, refilled at PerMinute. A
+// bucket starts full.
 type Rate struct {
-	PerMinute float64
-	Burst     int // values below 1 count as 1
+	PerMinute float64 // values at or below 0 never refill
+	Burst     int     // values below 1 count as 1
+}
+
+// bucket is one token bucket's state.
+type bucket struct {
+	tokens float64
+	at     time.Time // last refill
+}
+
+func fullBucket(r *Rate, now time.Time) bucket {
+	return bucket{tokens: float64(max(r.Burst, 1)), at: now}
+}
+
+// refill adds what r made since the last refill. Clock readings taken by
+// concurrent requests may arrive out of order; an older one refills nothing.
+func (b *bucket) refill(r *Rate, now time.Time) {
+	burst := float64(max(r.Burst, 1))
+	if elapsed := now.Sub(b.at); elapsed > 0 && r.PerMinute > 0 {
+		b.tokens = min(burst, b.tokens+elapsed.Minutes()*r.PerMinute)
+	}
+	if now.After(b.at) {
+		b.at = now
+	}
+}
+
+func (b *bucket) has() bool { return b.tokens >= 1-tokenEpsilon }
+
+// full reports whether b would be full at now, i.e. no different from a
+// bucket never used.
+func (b bucket) full(r *Rate, now time.Time) bool {
+	b.refill(r, now)
+	return b.tokens >= float64(max(r.Burst, 1))-tokenEpsilon
+}
+
+// Latency is how long the fake takes to answer: fixed at Median when Sigma
+// is 0, else log-normal with median Median and Sigma the standard deviation
+// of the underlying normal (0.5 gives a p90 of about 1.9 x Median and a p99
+// of about 3.2 x Median). Max caps every sample, fixed ones included; 0
+// means no cap. Meta's Cloud API is roughly {Median: 300ms, Sigma: 0.5,
+// Max: 5s}.
+type Latency struct {
+	Median time.Duration
+	Max    time.Duration
+	Sigma  float64
+}
+
+// Sample draws one latency using r (the global source when r is nil). It
+// draws from r only when Sigma > 0 and Median > 0, so fixed latencies leave
+// r untouched.
+func (l Latency) Sample(r *rand.Rand) time.Duration {
+	d := l.Median
+	if l.Sigma > 0 && d > 0 {
+		z := rand.NormFloat64()
+		if r != nil {
+			z = r.NormFloat64()
+		}
+		x := float64(d) * math.Exp(l.Sigma*z)
+		if x >= math.MaxInt64 {
+			d = math.MaxInt64
+		} else {
+			d = time.Duration(x)
+		}
+	}
+	if l.Max > 0 && d > l.Max {
+		d = l.Max
+	}
+	return max(d, 0)
+}
+
+// Validate reports a latency that cannot be meant: negative durations or a
+// negative or non-finite Sigma.
+func (l Latency) Validate() error {
+	switch {
+	case l.Median < 0:
+		return fmt.Errorf("latency median %s is negative", l.Median)
+	case l.Max < 0:
+		return fmt.Errorf("latency max %s is negative", l.Max)
+	case l.Sigma < 0 || math.IsNaN(l.Sigma) || math.IsInf(l.Sigma, 0):
+		return fmt.Errorf("latency sigma %g must be a finite number >= 0", l.Sigma)
+	}
+	return nil
+}
+
+func (l Latency) String() string {
+	s := l.Median.String()
+	if l.Sigma > 0 {
+		s = fmt.Sprintf("log-normal median %s sigma %g", l.Median, l.Sigma)
+	}
+	if l.Max > 0 {
+		s += " max " + l.Max.String()
+	}
+	return s
 }
 
 // Behaviour scripts how the fake answers one phone number id. The zero value
 // answers every valid request with success at once.
 type Behaviour struct {
-	// Latency is added before answering.
-	Latency time.Duration
+	// Latency is how long the fake waits before answering a request that
+	// passed the auth and payload checks, whatever the answer (success,
+	// scripted failure or rate refusal). It is sampled per request, and
+	// waited in real time (a synctest bubble's time in such a test): the
+	// clock of SetClock does not drive it.
+	Latency Latency
 	// Hang never answers: the call ends when the client gives up (its request
 	// context is done) or the server is closed, and is logged with Status 0.
 	Hang bool
@@ -69,12 +172,34 @@ type Behaviour struct {
 	// FailRaw answers this bare HTTP status with an empty body (e.g. 500),
 	// taking precedence over FailCode.
 	FailRaw int
-	// RateLimit enforces a token bucket per phone id; a request above it is
-	// answered code 130429 (HTTP 429) and takes no token.
+	// RateLimit enforces a token bucket per phone id (Meta: 80 messages a
+	// second, e.g. {PerMinute: 4800, Burst: 80}; 1,000 a second upgraded). The
+	// token is taken when the request arrives, before Latency, so requests
+	// in flight at once all count. A request above it is answered code
+	// 130429 (HTTP 429) after Latency, takes no token and is counted by
+	// RateLimited.
 	RateLimit *Rate
-	// PairRate is the minimum interval between two accepted sends to the
-	// same "to"; a faster one is answered code 131056 (HTTP 400).
-	PairRate time.Duration
+	// PairRate enforces a token bucket per recipient ("to") of the phone id:
+	// Meta allows about one message every 6 s to the same user, in bursts of
+	// up to 45 that borrow from later, i.e. {PerMinute: 10, Burst: 45}. It
+	// is checked at arrival, before RateLimit takes its token; a request
+	// above it is answered code 131056 (HTTP 400) after Latency, takes no
+	// token of either bucket and is counted by PairLimited. Full buckets are
+	// forgotten, so memory follows the recipients sent to lately.
+	PairRate *Rate
+}
+
+// clone copies b so the caller may reuse its Rates.
+func (b Behaviour) clone() Behaviour {
+	if b.RateLimit != nil {
+		r := *b.RateLimit
+		b.RateLimit = &r
+	}
+	if b.PairRate != nil {
+		r := *b.PairRate
+		b.PairRate = &r
+	}
+	return b
 }
 
 // Call is one request the fake received, as logged once it was answered.
@@ -84,6 +209,7 @@ type Call struct {
 	Body          []byte    // request body exactly as received
 	To            string    // payload "to", when the body had one
 	At            time.Time // when the request arrived
+	AnsweredAt    time.Time // when the answer was decided, just before it was written (or the call abandoned); same clock as At
 	Status        int       // HTTP status answered; 0 when none was (hang, client gone)
 	WAMID         string    // answered wamid, "" on error
 	ErrorCode     int       // answered Graph error code, 0 on success
@@ -105,8 +231,12 @@ type Server struct {
 	seq    atomic.Uint64 // arrival order
 	wamids atomic.Uint64
 
+	randMu sync.Mutex
+	rng    *rand.Rand // latency samples
+
 	phonesMu sync.RWMutex
 	phones   map[string]*phoneState
+	def      Behaviour // for phones without Behave of their own
 
 	logMu    sync.Mutex
 	calls    []loggedCall
@@ -121,15 +251,31 @@ type loggedCall struct {
 
 // phoneState is one phone number id's registration and scripted state.
 type phoneState struct {
-	mu       sync.Mutex
-	known    bool
-	token    string
-	b        Behaviour
-	failed   int
-	tokens   float64
-	refilled time.Time
-	lastSend map[string]time.Time
-	sweepAt  int
+	mu      sync.Mutex
+	known   bool
+	token   string
+	own     bool // b was set by Behave, not SetDefault
+	b       Behaviour
+	failed  int
+	rate    bucket
+	pairs   map[string]bucket // recipients whose pair bucket is not full
+	sweepAt int
+
+	rateLimited int // 130429 answers from RateLimit since the last Reset
+	pairLimited int // 131056 answers from PairRate since the last Reset
+}
+
+// behave replaces p's behaviour and resets its failure count, rate bucket
+// and pair-rate memory; the refusal counts are kept. p.mu must be held.
+func (p *phoneState) behave(b Behaviour, now time.Time) {
+	p.b = b
+	p.failed = 0
+	p.rate = bucket{}
+	if b.RateLimit != nil {
+		p.rate = fullBucket(b.RateLimit, now)
+	}
+	p.pairs = nil
+	p.sweepAt = 0
 }
 
 // New starts a server on addr (":0" or "127.0.0.1:0" for a free
@@ -158,6 +304,7 @@ func newServer() *Server {
 	}
 	now := time.Now
 	f.now.Store(&now)
+	f.rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	return f
 }
 
@@ -187,11 +334,31 @@ func (f *Server) Close() error {
 	return f.closeErr
 }
 
-// SetClock makes the fake read time from now (for Call.At, the rate bucket
-// and pair rate), e.g. a testkit.FakeClock's Now. Latency and Hang still
-// use real time. The default is time.Now.
+// SetClock makes the fake read time from now (for Call.At and AnsweredAt,
+// the rate bucket and pair rate), e.g. a testkit.FakeClock's Now. Latency
+// and Hang still use real time. The default is time.Now.
 func (f *Server) SetClock(now func() time.Time) {
 	f.now.Store(&now)
+}
+
+// SetRand seeds the source latency samples are drawn from (by default a
+// random seed), so that a test gets the same latencies on every run.
+// Samples are drawn in the order requests are admitted, so each request's
+// own latency is reproducible only when requests come one at a time.
+func (f *Server) SetRand(seed uint64) {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	f.randMu.Lock()
+	defer f.randMu.Unlock()
+	f.rng = r
+}
+
+func (f *Server) sampleLatency(l Latency) time.Duration {
+	if l.Sigma <= 0 || l.Median <= 0 {
+		return l.Sample(nil) // draws nothing
+	}
+	f.randMu.Lock()
+	defer f.randMu.Unlock()
+	return l.Sample(f.rng)
 }
 
 // AddTenant registers a phone number id and the bearer token it accepts,
@@ -205,41 +372,101 @@ func (f *Server) AddTenant(phoneNumberID, token string) {
 }
 
 // Behave sets how the fake answers one phone number id, replacing previous
-// behaviour and resetting its failure count, rate bucket and pair-rate memory.
+// behaviour (its own or the default) and resetting its failure count, rate
+// bucket and pair-rate memory.
 func (f *Server) Behave(phoneNumberID string, b Behaviour) {
-	if b.RateLimit != nil {
-		r := *b.RateLimit
-		b.RateLimit = &r // the caller may reuse its Rate
-	}
+	b = b.clone()
 	p := f.phone(phoneNumberID, true)
 	now := f.clock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.b = b
-	p.failed = 0
-	p.tokens = 0
-	if b.RateLimit != nil {
-		p.tokens = float64(max(b.RateLimit.Burst, 1))
+	p.own = true
+	p.behave(b, now)
+}
+
+// SetDefault sets the behaviour of every phone number id that has none of
+// its own from Behave, registered or not yet, e.g. the same Latency and
+// RateLimit for every tenant of a benchmark. Each phone id still has its
+// own failure count and buckets, which this resets.
+func (f *Server) SetDefault(b Behaviour) {
+	b = b.clone()
+	now := f.clock()
+	f.phonesMu.Lock()
+	defer f.phonesMu.Unlock()
+	f.def = b
+	for _, p := range f.phones {
+		p.mu.Lock()
+		if !p.own {
+			p.behave(b, now)
+		}
+		p.mu.Unlock()
 	}
-	p.refilled = now
-	p.lastSend = nil
-	p.sweepAt = 0
+}
+
+// UseDefault drops the behaviour Behave gave one phone number id, so that
+// it follows SetDefault's again (from a fresh failure count and buckets).
+func (f *Server) UseDefault(phoneNumberID string) {
+	now := f.clock()
+	f.phonesMu.RLock()
+	defer f.phonesMu.RUnlock()
+	p := f.phones[phoneNumberID]
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.own = false
+	p.behave(f.def, now)
+}
+
+// RateLimited returns how many requests to a phone number id RateLimit
+// refused with code 130429 since the server started or the last Reset
+// (scripted FailCode answers are not counted).
+func (f *Server) RateLimited(phoneNumberID string) int {
+	p := f.phone(phoneNumberID, false)
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rateLimited
+}
+
+// PairLimited returns how many requests to a phone number id PairRate
+// refused with code 131056 since the server started or the last Reset.
+func (f *Server) PairLimited(phoneNumberID string) int {
+	p := f.phone(phoneNumberID, false)
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pairLimited
 }
 
 // Calls returns a copy of the call log in arrival order. A call is logged
 // when it is answered, or abandoned for a hang.
-func (f *Server) Calls() []Call {
+func (f *Server) Calls() CallLog {
 	f.logMu.Lock()
 	defer f.logMu.Unlock()
-	out := make([]Call, len(f.calls))
+	out := make(CallLog, len(f.calls))
 	for i, c := range f.calls {
 		out[i] = c.call
 	}
 	return out
 }
 
-// Reset clears the call log; tenants and behaviour are kept.
+// Reset clears the call log and the RateLimited and PairLimited counts;
+// tenants, behaviour and the buckets' state are kept.
 func (f *Server) Reset() {
+	f.phonesMu.RLock()
+	for _, p := range f.phones {
+		p.mu.Lock()
+		p.rateLimited, p.pairLimited = 0, 0
+		p.mu.Unlock()
+	}
+	f.phonesMu.RUnlock()
+
 	f.logMu.Lock()
 	defer f.logMu.Unlock()
 	f.calls = nil
@@ -314,6 +541,7 @@ func (f *Server) phone(id string, create bool) *phoneState {
 	defer f.phonesMu.Unlock()
 	if p = f.phones[id]; p == nil {
 		p = &phoneState{}
+		p.behave(f.def, f.clock())
 		f.phones[id] = p
 	}
 	return p
@@ -352,12 +580,13 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	phoneID, pathOK := messagesPath(r)
 	call.PhoneNumberID = phoneID
 	if pathOK {
-		ans = f.decide(r.Context(), phoneID, call.Token, p.To, payloadErr)
+		ans = f.decide(r.Context(), phoneID, call.Token, p.To, payloadErr, call.At)
 	} else {
 		ans = graphError(http.StatusNotFound, 100, 0, "OAuthException",
 			fmt.Sprintf("Unsupported %s request. Unknown path %q.", r.Method, r.URL.Path), "")
 	}
 
+	call.AnsweredAt = f.clock()
 	if !ans.abort {
 		call.Status = ans.status
 	}
@@ -376,43 +605,19 @@ func (f *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decide runs the checks in Meta's order: auth, payload, then behaviour.
-func (f *Server) decide(ctx context.Context, phoneID, token, to string, payloadErr error) answer {
-	p := f.phone(phoneID, false)
-	var (
-		known bool
-		want  string
-		b     Behaviour
-	)
-	if p != nil {
-		p.mu.Lock()
-		known, want, b = p.known, p.token, p.b
-		p.mu.Unlock()
-	}
-	switch {
-	case !known:
-		return graphError(http.StatusBadRequest, 100, 33, "GraphMethodException",
-			fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", phoneID), "")
-	case token == "":
-		return graphError(http.StatusUnauthorized, 190, 0, "OAuthException",
-			"An access token is required to request this resource.", "")
-	case subtle.ConstantTimeCompare([]byte(token), []byte(want)) != 1:
-		return graphError(http.StatusUnauthorized, 190, 0, "OAuthException",
-			"Invalid OAuth access token - Cannot parse access token", "")
-	case payloadErr != nil:
-		return graphError(http.StatusBadRequest, 100, 0, "OAuthException",
-			"(#100) Invalid parameter", payloadErr.Error())
-	}
-
-	if b.Hang {
+// decide runs the checks in Meta's order: auth, payload, then behaviour,
+// which is accounted at arrival and answered after its latency.
+func (f *Server) decide(ctx context.Context, phoneID, token, to string, payloadErr error, at time.Time) answer {
+	ans, latency, hang := f.admit(phoneID, token, to, payloadErr, at)
+	if hang {
 		select {
 		case <-ctx.Done():
 		case <-f.closed:
 		}
 		return answer{abort: true}
 	}
-	if b.Latency > 0 {
-		t := time.NewTimer(b.Latency)
+	if d := f.sampleLatency(latency); d > 0 {
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -423,15 +628,47 @@ func (f *Server) decide(ctx context.Context, phoneID, token, to string, payloadE
 			return answer{abort: true}
 		}
 	}
-	return f.account(p, phoneID, to)
+	return ans
 }
 
-// account applies the scripted failures and rates under the phone's lock,
-// which is never held while waiting.
-func (f *Server) account(p *phoneState, phoneID, to string) answer {
-	now := f.clock()
+// admit decides the answer under the phone's lock, which is never held
+// while waiting: the auth and payload checks (answered at once), then Hang,
+// the scripted failures and the rates, whose answer waits the latency
+// returned. Tokens are taken here, at arrival.
+func (f *Server) admit(phoneID, token, to string, payloadErr error, now time.Time) (_ answer, _ Latency, hang bool) {
+	p := f.phone(phoneID, false)
+	if p == nil {
+		return unknownPhone(phoneID), Latency{}, false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	switch {
+	case !p.known:
+		return unknownPhone(phoneID), Latency{}, false
+	case token == "":
+		return graphError(http.StatusUnauthorized, 190, 0, "OAuthException",
+			"An access token is required to request this resource.", ""), Latency{}, false
+	case subtle.ConstantTimeCompare([]byte(token), []byte(p.token)) != 1:
+		return graphError(http.StatusUnauthorized, 190, 0, "OAuthException",
+			"Invalid OAuth access token - Cannot parse access token", ""), Latency{}, false
+	case payloadErr != nil:
+		return graphError(http.StatusBadRequest, 100, 0, "OAuthException",
+			"(#100) Invalid parameter", payloadErr.Error()), Latency{}, false
+	}
+	b := p.b
+	if b.Hang {
+		return answer{}, Latency{}, true
+	}
+	return f.account(p, phoneID, to, now), b.Latency, false
+}
+
+func unknownPhone(phoneID string) answer {
+	return graphError(http.StatusBadRequest, 100, 33, "GraphMethodException",
+		fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", phoneID), "")
+}
+
+// account applies the scripted failures and rates; p.mu must be held.
+func (f *Server) account(p *phoneState, phoneID, to string, now time.Time) answer {
 	b := p.b
 
 	if b.FailRaw != 0 || b.FailCode != 0 || b.FailHTTP != 0 {
@@ -450,46 +687,56 @@ func (f *Server) account(p *phoneState, phoneID, to string) answer {
 	}
 
 	if r := b.RateLimit; r != nil {
-		burst := float64(max(r.Burst, 1))
-		if elapsed := now.Sub(p.refilled); elapsed > 0 && r.PerMinute > 0 {
-			p.tokens = min(burst, p.tokens+elapsed.Minutes()*r.PerMinute)
-		}
-		if now.After(p.refilled) {
-			p.refilled = now
-		}
-		if p.tokens < 1 {
+		p.rate.refill(r, now)
+		if !p.rate.has() {
+			p.rateLimited++
 			msg, details := codeText(130429)
 			return graphError(http.StatusTooManyRequests, 130429, 0, "OAuthException", msg, details)
 		}
 	}
 
-	if b.PairRate > 0 {
-		if last, ok := p.lastSend[to]; ok && now.Sub(last) < b.PairRate {
+	if r := b.PairRate; r != nil {
+		pair, ok := p.pairs[to]
+		if !ok {
+			pair = fullBucket(r, now)
+		}
+		pair.refill(r, now)
+		if !pair.has() {
+			p.pairLimited++
 			msg, details := codeText(131056)
 			return graphError(http.StatusBadRequest, 131056, 0, "OAuthException", msg, details)
 		}
-		if p.lastSend == nil {
-			p.lastSend = make(map[string]time.Time)
-		}
-		if len(p.lastSend) >= max(p.sweepAt, pairSweepSize) {
-			for k, t := range p.lastSend {
-				if now.Sub(t) >= b.PairRate {
-					delete(p.lastSend, k)
-				}
-			}
-			// Amortised: sweep again only once the live set has doubled.
-			p.sweepAt = 2 * len(p.lastSend)
-		}
-		p.lastSend[to] = now
+		pair.tokens--
+		p.sweepPairs(r, now)
+		p.pairs[to] = pair
 	}
 	if b.RateLimit != nil {
-		p.tokens--
+		p.rate.tokens--
 	}
 
 	return answer{
 		status: http.StatusOK,
 		wamid:  "wamid.FAKE." + phoneID + "." + strconv.FormatUint(f.wamids.Add(1), 10),
 	}
+}
+
+// sweepPairs makes room for one more pair bucket, forgetting full ones
+// (they are no different from a recipient never sent to) once there are
+// many. Amortised: it sweeps again only once the live set has doubled.
+// p.mu must be held.
+func (p *phoneState) sweepPairs(r *Rate, now time.Time) {
+	if p.pairs == nil {
+		p.pairs = make(map[string]bucket)
+	}
+	if len(p.pairs) < max(p.sweepAt, pairSweepSize) {
+		return
+	}
+	for k, b := range p.pairs {
+		if b.full(r, now) {
+			delete(p.pairs, k)
+		}
+	}
+	p.sweepAt = 2 * len(p.pairs)
 }
 
 func (f *Server) enter() {

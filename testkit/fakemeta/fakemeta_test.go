@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +26,8 @@ const (
 	phoneID = "106540352242922"
 	token   = "EAAG-test-token"
 )
+
+var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 
 // reply is a decoded Graph API answer.
 type reply struct {
@@ -290,7 +295,7 @@ func TestFakeMetaTiming(t *testing.T) {
 	t.Run("LatencyDelaysTheAnswer", func(t *testing.T) {
 		f := newFake(t)
 		const latency = 80 * time.Millisecond
-		f.Behave(phoneID, fakemeta.Behaviour{Latency: latency})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: latency}})
 		start := time.Now()
 		r := send(t, f, phoneID, token, textBody("1"))
 		assert.Equal(t, http.StatusOK, r.Status)
@@ -341,7 +346,7 @@ func TestFakeMetaTiming(t *testing.T) {
 
 	t.Run("LatencyEndsWhenClientGivesUp", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, fakemeta.Behaviour{Latency: time.Hour})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: time.Hour}})
 		client := &http.Client{Timeout: 50 * time.Millisecond}
 		_, err := post(client, messagesURL(f, phoneID), token, textBody("1"))
 		require.Error(t, err)
@@ -383,7 +388,8 @@ func TestFakeMetaRates(t *testing.T) {
 
 	t.Run("PairRateRejectsSameRecipientOnly", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, fakemeta.Behaviour{PairRate: time.Hour})
+		f.SetClock(testkit.NewFakeClock(t0).Now)
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: &fakemeta.Rate{PerMinute: 1, Burst: 1}})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status)
@@ -393,7 +399,7 @@ func TestFakeMetaRates(t *testing.T) {
 		f := newFake(t)
 		clock := testkit.NewFakeClock(time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC))
 		f.SetClock(clock.Now)
-		f.Behave(phoneID, fakemeta.Behaviour{PairRate: 6 * time.Second})
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: &fakemeta.Rate{PerMinute: 10, Burst: 1}})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		clock.Advance(5 * time.Second)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
@@ -403,11 +409,324 @@ func TestFakeMetaRates(t *testing.T) {
 
 	t.Run("PairRateRejectionTakesNoRateToken", func(t *testing.T) {
 		f := newFake(t)
-		f.Behave(phoneID, fakemeta.Behaviour{PairRate: time.Hour, RateLimit: &fakemeta.Rate{PerMinute: 1, Burst: 2}})
+		f.SetClock(testkit.NewFakeClock(t0).Now)
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: &fakemeta.Rate{PerMinute: 1, Burst: 1}, RateLimit: &fakemeta.Rate{PerMinute: 1, Burst: 2}})
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
 		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status)
 		requireGraphError(t, send(t, f, phoneID, token, textBody("333")), http.StatusTooManyRequests, 130429)
+	})
+	t.Run("PairRateIsABucketPerRecipient", func(t *testing.T) {
+		f := newFake(t)
+		clock := testkit.NewFakeClock(t0)
+		f.SetClock(clock.Now)
+		// Meta: about one message every 6 s to one user, bursts of up to 45.
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: &fakemeta.Rate{PerMinute: 10, Burst: 45}})
+		for i := range 45 {
+			require.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status, "burst send %d", i)
+		}
+		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status, "another recipient has its own bucket")
+
+		clock.Advance(5 * time.Second)
+		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
+		clock.Advance(time.Second) // 6 s since the burst: one token
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
+		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
+
+		clock.Advance(time.Hour) // refills to the burst, not beyond
+		for i := range 45 {
+			require.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status, "second burst send %d", i)
+		}
+		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
+
+		assert.Equal(t, 4, f.PairLimited(phoneID))
+		assert.Zero(t, f.RateLimited(phoneID))
+		assert.Zero(t, f.PairLimited("unknown"))
+	})
+
+	t.Run("RefillInStepsMakesWholeTokens", func(t *testing.T) {
+		f := newFake(t)
+		clock := testkit.NewFakeClock(t0)
+		f.SetClock(clock.Now)
+		f.Behave(phoneID, fakemeta.Behaviour{RateLimit: &fakemeta.Rate{PerMinute: 10, Burst: 1}})
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
+		for range 5 { // each refused try refills a sixth of a token
+			clock.Advance(time.Second)
+			requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusTooManyRequests, 130429)
+		}
+		clock.Advance(time.Second)
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status, "six sixths make a token despite float rounding")
+	})
+
+	t.Run("RatesCopyTheCallersRate", func(t *testing.T) {
+		f := newFake(t)
+		f.SetClock(testkit.NewFakeClock(t0).Now)
+		pair, rate := &fakemeta.Rate{Burst: 1}, &fakemeta.Rate{Burst: 2}
+		f.Behave(phoneID, fakemeta.Behaviour{PairRate: pair, RateLimit: rate})
+		pair.Burst, rate.Burst = 100, 100
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("111")).Status)
+		requireGraphError(t, send(t, f, phoneID, token, textBody("111")), http.StatusBadRequest, 131056)
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("222")).Status)
+		requireGraphError(t, send(t, f, phoneID, token, textBody("333")), http.StatusTooManyRequests, 130429)
+	})
+
+	t.Run("RateLimitIsExactForRequestsInFlightAtOnce", func(t *testing.T) {
+		f := newFake(t)
+		f.AddTenant("2", "other")
+		f.SetClock(testkit.NewFakeClock(t0).Now) // no refill: exactly the burst passes
+		const burst, senders = 10, 40
+		// The latency keeps the requests in flight together; nothing below
+		// depends on how long it is.
+		f.Behave(phoneID, fakemeta.Behaviour{
+			RateLimit: &fakemeta.Rate{PerMinute: 60, Burst: burst},
+			Latency:   fakemeta.Latency{Median: 50 * time.Millisecond},
+		})
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+		start := make(chan struct{})
+		statuses := make([]int, senders)
+		var wg sync.WaitGroup
+		for i := range senders {
+			wg.Go(func() {
+				<-start
+				r, err := post(client, messagesURL(f, phoneID), token, textBody(fmt.Sprint(i)))
+				if assert.NoError(t, err) {
+					statuses[i] = r.Status
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+
+		count := map[int]int{}
+		for _, s := range statuses {
+			count[s]++
+		}
+		assert.Equal(t, map[int]int{http.StatusOK: burst, http.StatusTooManyRequests: senders - burst}, count)
+		assert.Equal(t, senders-burst, f.RateLimited(phoneID))
+		assert.Zero(t, f.RateLimited("2"))
+		throttled := 0
+		for _, c := range f.Calls() {
+			if c.ErrorCode == 130429 {
+				throttled++
+			}
+		}
+		assert.Equal(t, senders-burst, throttled)
+
+		f.Behave(phoneID, fakemeta.Behaviour{})
+		assert.Equal(t, senders-burst, f.RateLimited(phoneID), "Behave keeps the count")
+		f.Reset()
+		assert.Zero(t, f.RateLimited(phoneID), "Reset clears it")
+	})
+
+	t.Run("ScriptedThrottlingIsNotCountedAsRateLimited", func(t *testing.T) {
+		f := newFake(t)
+		f.Behave(phoneID, fakemeta.Behaviour{FailCode: 130429, FailTimes: 1})
+		requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusTooManyRequests, 130429)
+		assert.Zero(t, f.RateLimited(phoneID))
+	})
+}
+
+func TestFakeMetaDefault(t *testing.T) {
+	t.Run("AppliesToEveryPhoneWithoutItsOwn", func(t *testing.T) {
+		f := newFake(t)
+		f.SetDefault(fakemeta.Behaviour{FailCode: 131026})
+		f.AddTenant("2", "other") // registered after SetDefault
+		requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusBadRequest, 131026)
+		requireGraphError(t, send(t, f, "2", "other", textBody("1")), http.StatusBadRequest, 131026)
+
+		f.Behave("2", fakemeta.Behaviour{})
+		assert.Equal(t, http.StatusOK, send(t, f, "2", "other", textBody("1")).Status, "Behave overrides the default")
+		f.SetDefault(fakemeta.Behaviour{FailCode: 131000})
+		assert.Equal(t, http.StatusOK, send(t, f, "2", "other", textBody("1")).Status, "a new default leaves own behaviour alone")
+		requireGraphError(t, send(t, f, phoneID, token, textBody("1")), http.StatusInternalServerError, 131000)
+
+		f.UseDefault("2")
+		requireGraphError(t, send(t, f, "2", "other", textBody("1")), http.StatusInternalServerError, 131000)
+		f.UseDefault("never-seen") // no-op
+
+		f.SetDefault(fakemeta.Behaviour{})
+		assert.Equal(t, http.StatusOK, send(t, f, phoneID, token, textBody("1")).Status)
+		assert.Equal(t, http.StatusOK, send(t, f, "2", "other", textBody("1")).Status, "back on the default, 2 follows its changes")
+	})
+
+	t.Run("EachPhoneHasItsOwnBucketAndCount", func(t *testing.T) {
+		f := newFake(t)
+		f.SetClock(testkit.NewFakeClock(t0).Now)
+		f.AddTenant("2", "other")
+		rate := &fakemeta.Rate{PerMinute: 1, Burst: 1}
+		f.SetDefault(fakemeta.Behaviour{RateLimit: rate, FailCode: 131000, FailTimes: 1})
+		rate.Burst = 100 // SetDefault copied it
+		f.AddTenant("3", "third")
+		for _, ph := range []struct{ id, tok string }{{phoneID, token}, {"2", "other"}, {"3", "third"}} {
+			requireGraphError(t, send(t, f, ph.id, ph.tok, textBody("1")), http.StatusInternalServerError, 131000)
+			assert.Equal(t, http.StatusOK, send(t, f, ph.id, ph.tok, textBody("1")).Status, ph.id)
+			requireGraphError(t, send(t, f, ph.id, ph.tok, textBody("1")), http.StatusTooManyRequests, 130429)
+			assert.Equal(t, 1, f.RateLimited(ph.id))
+		}
+	})
+}
+
+func TestLatencySample(t *testing.T) {
+	t.Run("LogNormalHasItsMedianSpreadAndCap", func(t *testing.T) {
+		l := fakemeta.Latency{Median: 300 * time.Millisecond, Sigma: 0.5, Max: time.Second}
+		r := rand.New(rand.NewPCG(1, 2))
+		n := 20001
+		s := make([]time.Duration, n)
+		for i := range s {
+			s[i] = l.Sample(r)
+		}
+		slices.Sort(s)
+		within := func(got, want time.Duration, tol float64, what string) {
+			t.Helper()
+			assert.InDelta(t, float64(want), float64(got), tol*float64(want), "%s: got %s, want %s", what, got, want)
+		}
+		within(s[n/2], l.Median, 0.03, "median")
+		// One sigma above the median is the 84.13th percentile.
+		within(s[int(0.8413*float64(n))], time.Duration(float64(l.Median)*math.Exp(0.5)), 0.05, "p84")
+		within(s[int(0.1587*float64(n))], time.Duration(float64(l.Median)*math.Exp(-0.5)), 0.05, "p16")
+		assert.Positive(t, s[0])
+		assert.Equal(t, l.Max, s[n-1], "the cap is reached and never passed")
+		// P(sample > 1 s) = P(Z > ln(10/3)/0.5) = 0.8%.
+		capped := n - slices.Index(s, l.Max)
+		assert.InDelta(t, 0.008*float64(n), capped, 0.004*float64(n), "samples at the cap")
+	})
+
+	t.Run("SameSeedSameSamples", func(t *testing.T) {
+		l := fakemeta.Latency{Median: 300 * time.Millisecond, Sigma: 0.5}
+		a, b, c := rand.New(rand.NewPCG(7, 7)), rand.New(rand.NewPCG(7, 7)), rand.New(rand.NewPCG(8, 8))
+		var sa, sb, sc []time.Duration
+		for range 10 {
+			sa, sb, sc = append(sa, l.Sample(a)), append(sb, l.Sample(b)), append(sc, l.Sample(c))
+		}
+		assert.Equal(t, sa, sb)
+		assert.NotEqual(t, sa, sc)
+	})
+
+	t.Run("FixedIsTheMedianCappedAndDrawsNothing", func(t *testing.T) {
+		r, twin := rand.New(rand.NewPCG(3, 4)), rand.New(rand.NewPCG(3, 4))
+		assert.Equal(t, 300*time.Millisecond, fakemeta.Latency{Median: 300 * time.Millisecond}.Sample(r))
+		assert.Equal(t, 200*time.Millisecond, fakemeta.Latency{Median: 300 * time.Millisecond, Max: 200 * time.Millisecond}.Sample(r))
+		assert.Zero(t, fakemeta.Latency{}.Sample(r))
+		assert.Zero(t, fakemeta.Latency{Sigma: 0.5}.Sample(r), "no median, no latency")
+		assert.Equal(t, twin.Uint64(), r.Uint64(), "r was not drawn from")
+	})
+
+	t.Run("NilSourceUsesTheGlobalOne", func(t *testing.T) {
+		l := fakemeta.Latency{Median: time.Millisecond, Sigma: 0.5, Max: 2 * time.Millisecond}
+		d := l.Sample(nil)
+		assert.Positive(t, d)
+		assert.LessOrEqual(t, d, l.Max)
+	})
+
+	t.Run("Validate", func(t *testing.T) {
+		assert.NoError(t, fakemeta.Latency{}.Validate())
+		assert.NoError(t, fakemeta.Latency{Median: time.Second, Sigma: 0.5, Max: 5 * time.Second}.Validate())
+		for _, l := range []fakemeta.Latency{
+			{Median: -time.Second}, {Max: -time.Second}, {Sigma: -0.1}, {Sigma: math.NaN()}, {Sigma: math.Inf(1)},
+		} {
+			assert.Error(t, l.Validate(), "%+v", l)
+		}
+	})
+
+	t.Run("String", func(t *testing.T) {
+		assert.Equal(t, "0s", fakemeta.Latency{}.String())
+		assert.Equal(t, "300ms", fakemeta.Latency{Median: 300 * time.Millisecond}.String())
+		assert.Equal(t, "log-normal median 300ms sigma 0.5 max 5s",
+			fakemeta.Latency{Median: 300 * time.Millisecond, Sigma: 0.5, Max: 5 * time.Second}.String())
+	})
+}
+
+// span builds a call to phone and to, in flight from ms a to ms b after t0.
+func span(phone, to string, a, b int) fakemeta.Call {
+	return fakemeta.Call{
+		PhoneNumberID: phone, To: to,
+		At:         t0.Add(time.Duration(a) * time.Millisecond),
+		AnsweredAt: t0.Add(time.Duration(b) * time.Millisecond),
+	}
+}
+
+func TestCallLogChecks(t *testing.T) {
+	t.Run("MaxInFlight", func(t *testing.T) {
+		log := fakemeta.CallLog{
+			span("p", "1", 0, 10),
+			span("p", "2", 5, 15),
+			span("p", "3", 10, 20), // arrives as the first is answered: not together
+			span("p", "4", 12, 13), // with the second and third
+			span("q", "1", 0, 100),
+			span("q", "2", 1, 100),
+		}
+		assert.Equal(t, 3, log.MaxInFlight("p"))
+		assert.Equal(t, 2, log.MaxInFlight("q"))
+		assert.Equal(t, 5, log.MaxInFlight(""), "every phone: q's two with p's three at 12 ms")
+		assert.Zero(t, log.MaxInFlight("none"))
+		assert.Zero(t, fakemeta.CallLog(nil).MaxInFlight(""))
+
+		touching := fakemeta.CallLog{span("p", "1", 0, 10), span("p", "1", 10, 20), span("p", "1", 20, 30)}
+		assert.Equal(t, 1, touching.MaxInFlight("p"))
+		instant := fakemeta.CallLog{span("p", "1", 5, 5), span("p", "2", 5, 5), {PhoneNumberID: "p"}}
+		assert.Equal(t, 1, instant.MaxInFlight("p"), "calls without duration overlap nothing")
+		nested := fakemeta.CallLog{span("p", "1", 0, 100), span("p", "2", 10, 20), span("p", "3", 30, 40), span("p", "4", 35, 36)}
+		assert.Equal(t, 3, nested.MaxInFlight("p"))
+	})
+
+	t.Run("Overlaps", func(t *testing.T) {
+		sequential := fakemeta.CallLog{
+			span("p", "1", 0, 10), span("p", "1", 10, 20), span("p", "1", 25, 30), // each after the last answer
+			span("p", "2", 5, 15), // another recipient, overlapping freely
+			span("q", "1", 5, 15), // the same recipient of another phone
+			{PhoneNumberID: "p", To: "1", At: t0.Add(12 * time.Millisecond)}, // no answer time: no duration
+			span("p", "", 0, 30), // no recipient
+			span("p", "", 0, 30),
+		}
+		assert.Zero(t, sequential.Overlaps("p"))
+		assert.Zero(t, sequential.Overlaps(""))
+
+		overlapping := fakemeta.CallLog{
+			span("p", "1", 0, 10),
+			span("p", "1", 5, 15),  // overlaps the first
+			span("p", "1", 9, 30),  // overlaps the first and second
+			span("p", "1", 30, 40), // after the third's answer
+			span("p", "2", 0, 10),
+			span("p", "2", 0, 10), // arrived together
+			span("q", "1", 0, 10),
+			span("q", "1", 9, 10),
+		}
+		assert.Equal(t, 4, overlapping.Overlaps("p"))
+		assert.Equal(t, 1, overlapping.Overlaps("q"))
+		assert.Equal(t, 5, overlapping.Overlaps(""))
+	})
+
+	t.Run("OutOfOrder", func(t *testing.T) {
+		seq := func(phone, to string, n int) fakemeta.Call {
+			return fakemeta.Call{PhoneNumberID: phone, To: to, Body: fmt.Appendf(nil, "%d", n)}
+		}
+		key := func(c fakemeta.Call) int {
+			var n int
+			_, _ = fmt.Sscan(string(c.Body), &n)
+			return n
+		}
+		log := fakemeta.CallLog{
+			seq("p", "1", 1),
+			seq("p", "2", 7), // other recipients interleave freely
+			seq("p", "1", 2),
+			seq("p", "1", 2), // a retry
+			seq("p", "1", 4),
+			seq("p", "2", 8),
+			seq("p", "1", 3), // after 4
+			seq("p", "1", 5),
+			seq("q", "1", 1), // another phone's recipient 1 starts over
+			seq("q", "1", 0),
+			seq("p", "", 0),
+			seq("p", "3", 1),
+			seq("p", "3", 4),
+			seq("p", "3", 2), // both after 4
+			seq("p", "3", 3),
+		}
+		assert.Equal(t, 3, log.OutOfOrder("p", key))
+		assert.Equal(t, 1, log.OutOfOrder("q", key))
+		assert.Equal(t, 4, log.OutOfOrder("", key))
+		assert.Zero(t, log[:6].OutOfOrder("", key))
 	})
 }
 
@@ -455,7 +774,7 @@ func TestFakeMetaCallLog(t *testing.T) {
 	t.Run("OrderIsArrivalNotCompletion", func(t *testing.T) {
 		f := newFake(t)
 		f.AddTenant("2", "other")
-		f.Behave(phoneID, fakemeta.Behaviour{Latency: 150 * time.Millisecond})
+		f.Behave(phoneID, fakemeta.Behaviour{Latency: fakemeta.Latency{Median: 150 * time.Millisecond}})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		slow := make(chan error, 1)
