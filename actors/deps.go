@@ -2,11 +2,11 @@ package actors
 
 import (
 	"context"
-	"sync/atomic"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
 	mrand "math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/wadispatch/wadispatch/broker"

@@ -2,11 +2,11 @@ package actors
 
 import (
 	"errors"
-	"sync/atomic"
 	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
