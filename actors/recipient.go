@@ -8,10 +8,10 @@ import (
 	"github.com/wadispatch/wadispatch/messages"
 )
 
-// LostPlaceGrace is how long past the last return it was given a line
-// waits for a job whose place has come before it skips it: a job whose
-// deferral failed to settle comes back without its place, and its line
-// must not stall behind it for ever.
+// LostPlaceGrace is how long past the time it was due back a line waits
+// for a job whose place has come before it skips it: a job whose deferral
+// failed to settle comes back without its place, and its line must not
+// stall behind it for ever.
 const LostPlaceGrace = 10 * time.Second
 
 // line keeps one recipient's jobs in publish order: each job takes a place
@@ -24,9 +24,10 @@ const LostPlaceGrace = 10 * time.Second
 type line struct {
 	next, head uint64 // the place the next new job takes; the head's place
 	busy       bool   // the head is in the tenant's hand
-	// back is the latest instant a job of this line was told to come back
-	// (the head's or a follower's deferral), for LostPlaceGrace.
-	back time.Time
+	// due is when each deferred job of the line (by place) should be back,
+	// so that a head that does not come back (its deferral failed to
+	// settle, its delivery went stale) is skipped after LostPlaceGrace.
+	due map[uint64]time.Time
 	// pairHits counts Meta's recent pair-rate refusals for the recipient
 	// (131056); a success clears it.
 	pairHits int
@@ -34,7 +35,8 @@ type line struct {
 
 // placeIn returns the job's place in the recipient's line, giving it the
 // next one when it has none of this process (epoch) or one the line has
-// already passed (a job that comes back after its place was skipped).
+// already passed (a job that comes back after its place was skipped). A
+// job that is back is no longer due.
 func (s *TenantState) placeIn(to, place string) (*line, uint64, string) {
 	if s.lines == nil {
 		s.lines = map[string]*line{}
@@ -45,6 +47,7 @@ func (s *TenantState) placeIn(to, place string) (*line, uint64, string) {
 		s.lines[to] = l
 	}
 	if n, ok := parsePlace(place, s.epoch); ok && n >= l.head && n < l.next {
+		delete(l.due, n)
 		return l, n, place
 	}
 	n := l.next
@@ -52,27 +55,37 @@ func (s *TenantState) placeIn(to, place string) (*line, uint64, string) {
 	return l, n, s.epoch + ":" + strconv.FormatUint(n, 10)
 }
 
-// mayGo reports whether the job at place n may be handled now: it is the
-// head and the head is not in hand already, or the head has not come back
-// within LostPlaceGrace of when it was due (it is skipped: the job takes
-// its place).
+// mayGo reports whether the job at place n may be handled now: every job
+// ahead of it is done, or overdue by LostPlaceGrace (it is skipped), and
+// the head is not in hand.
 func (l *line) mayGo(n uint64, now time.Time) bool {
-	if n == l.head {
-		return !l.busy
+	for l.head < n && !l.busy {
+		if due, ok := l.due[l.head]; ok && now.Before(due.Add(LostPlaceGrace)) {
+			return false
+		}
+		delete(l.due, l.head) // lost: skip it
+		l.head++
 	}
-	if l.busy || now.Before(l.back.Add(LostPlaceGrace)) {
-		return false
-	}
-	l.head = n
-	return true
+	return n == l.head && !l.busy
 }
 
-// deferredUntil records that a job of the line (the head, or one waiting
-// behind it) will come back at t.
-func (l *line) deferredUntil(t time.Time) {
-	if t.After(l.back) {
-		l.back = t
+// aheadDue is the latest time a job ahead of place n is due back.
+func (l *line) aheadDue(n uint64) time.Time {
+	var t time.Time
+	for m, due := range l.due {
+		if m < n && due.After(t) {
+			t = due
+		}
 	}
+	return t
+}
+
+// deferredUntil records that the job at place n will come back at t.
+func (l *line) deferredUntil(n uint64, t time.Time) {
+	if l.due == nil {
+		l.due = map[uint64]time.Time{}
+	}
+	l.due[n] = t
 }
 
 // behind is how many places n is behind the head.
@@ -81,6 +94,7 @@ func (l *line) behind(n uint64) uint64 { return n - l.head }
 // done ends the head: the next place becomes the head. It reports whether
 // the line is empty (and can be forgotten).
 func (l *line) done() bool {
+	delete(l.due, l.head)
 	l.head++
 	l.busy = false
 	return l.head >= l.next
@@ -122,7 +136,7 @@ func parsePlace(place, epoch string) (uint64, bool) {
 // back, and an idle tenant must not keep memory for it.
 func (s *TenantState) forgetStaleLines(now time.Time) {
 	for to, l := range s.lines {
-		if !l.busy && now.After(l.back.Add(LostPlaceGrace)) {
+		if !l.busy && !now.Before(l.aheadDue(l.next).Add(LostPlaceGrace)) {
 			delete(s.lines, to)
 		}
 	}

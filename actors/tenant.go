@@ -121,7 +121,7 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	if !l.mayGo(n, now) {
 		// Its recipient's earlier job is pending: it waits behind it.
 		wait := time.Duration(l.behind(n)) * max(st.sched.Stats(now).Latency, MinBusySpacing)
-		a.deferJob(m, now, laterTime(l.back, now.Add(wait)), m.State.Reservation == st.epoch, ReasonInOrder)
+		a.deferJob(m, now, laterTime(l.aheadDue(n), now.Add(wait)), m.State.Reservation == st.epoch, ReasonInOrder)
 		return
 	}
 	l.busy = true
@@ -424,7 +424,7 @@ func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, r
 		if n == l.head {
 			l.busy = false
 		}
-		l.deferredUntil(notBefore)
+		l.deferredUntil(n, notBefore)
 	}
 	state := m.State
 	state.NotBefore = notBefore
@@ -568,7 +568,7 @@ func (a *tenantActor) reportHeld() {
 func (a *tenantActor) leftHand(m *messages.Dispatch, now time.Time) {
 	if l, n, ok := a.st.lineOf(m); ok && n == l.head {
 		l.busy = false
-		l.deferredUntil(now)
+		l.deferredUntil(n, now)
 	}
 }
 

@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"testing"
@@ -10,8 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
 )
 
 // numberTenant is a tenant at Meta's default number limit, 80/s.
@@ -343,5 +347,39 @@ func TestWindowSizing(t *testing.T) {
 		w.Restart()
 		assert.Equal(t, 1, w.Size(1000))
 		assert.Equal(t, 100*time.Millisecond, w.Latency(), "the latency estimate is kept")
+	})
+}
+
+// A head of line that never comes back (its deferral failed to settle and
+// its delivery came back without its place) does not stall its
+// recipient's line for ever: the next job goes LostPlaceGrace after the
+// head was due.
+func TestALostHeadOfLineIsSkippedAfterTheGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}})
+		lost := false
+		h.broker.SettleFn = func(_ context.Context, _ messages.Delivery, msgs ...broker.Message) error {
+			for _, m := range msgs {
+				if testkit.KindOf(m) == testkit.KindDeferred && !lost {
+					lost = true
+					return errors.New("test: the deferral is lost")
+				}
+			}
+			return nil
+		}
+		h.answer(func(c call) reply {
+			if c.InternalID == "x1" {
+				return reply{Err: errTransient} // retried after 1 s: that deferral is lost
+			}
+			return reply{}
+		})
+		const x = "15550000001"
+		h.publishTo("a", "x1", x)
+		h.publishTo("a", "x2", x)
+		h.advanceTo(time.Minute)
+		x2 := starts(h.callsFor("x2"))
+		require.Len(t, x2, 1, "x2 is not stuck behind the lost head")
+		assert.GreaterOrEqual(t, x2[0], BaseBackoff+LostPlaceGrace, "but waited for it first")
+		assert.Equal(t, messages.StatusSent, h.result("x2").Status)
 	})
 }

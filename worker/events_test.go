@@ -38,14 +38,14 @@ func TestEveryEventIsLoggedOncePerOccurrence(t *testing.T) {
 	h.fake.Behave(broken.Phone, fakemeta.Behaviour{FailRaw: 500})
 
 	for i := range 3 {
-		h.publish(job(ok.ID, fmt.Sprintf("ok-%d", i), "15550000010"))
-		h.publish(job(limited.ID, fmt.Sprintf("limited-%d", i), "15550000011"))
+		h.publish(job(ok.ID, fmt.Sprintf("ok-%d", i), fmt.Sprintf("155500001%02d", i)))
+		h.publish(job(limited.ID, fmt.Sprintf("limited-%d", i), fmt.Sprintf("155500002%02d", i)))
 	}
 	h.publish(job(perm.ID, "perm-0", "15550000012"))
 	h.publish([]byte("{not json"))
 	results := h.results(7, 30*time.Second)
 	for i := range 3 {
-		h.publish(job(broken.ID, fmt.Sprintf("broken-%d", i), "15550000013"))
+		h.publish(job(broken.ID, fmt.Sprintf("broken-%d", i), fmt.Sprintf("155500003%02d", i)))
 	}
 	require.Eventually(t, func() bool { return h.tenantInfo(broken.ID).Deferred == 3 }, 30*time.Second, 20*time.Millisecond,
 		"broken's three jobs end deferred: two after failing, one refused by the open breaker")

@@ -181,11 +181,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	root := w.system.Root
 	sample := time.NewTicker(time.Second)
 	defer sample.Stop()
+	saturation := time.NewTicker(saturationTick)
+	defer saturation.Stop()
+	sat := saturationWatch{}
 loop:
 	for {
 		select {
 		case d := <-deliveries:
 			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d})
+		case now := <-saturation.C:
+			w.watchSaturation(&sat, now)
 		case <-sample.C:
 			w.metrics.SetReady(w.broker.Ready())
 			w.metrics.SetPrefetch(w.broker.Prefetch())
@@ -219,6 +224,40 @@ loop:
 		w.logger.Warn("shutdown_timeout", slog.String("error", settleErr.Error()))
 	}
 	return err
+}
+
+// saturationTick is how often the worker looks whether every prefetch slot
+// is held.
+const saturationTick = 100 * time.Millisecond
+
+// saturationWarnEvery bounds prefetch_saturated to one line a minute.
+const saturationWarnEvery = time.Minute
+
+// saturationWatch is the worker's record of time spent with every
+// prefetch slot held.
+type saturationWatch struct {
+	sinceWarn time.Duration // saturated time since the last warning
+	warnedAt  time.Time
+}
+
+// watchSaturation samples the deliveries held against the prefetch: time
+// with every slot held is time the prefetch window, not Meta or the
+// tenants' limits, decides throughput. It is counted, and said at WARN at
+// most once a minute.
+func (w *Worker) watchSaturation(sat *saturationWatch, now time.Time) {
+	held, prefetch := w.broker.Unsettled(), w.broker.Prefetch()
+	w.metrics.SetHeld(held)
+	if prefetch <= 0 || held < prefetch {
+		return
+	}
+	w.metrics.AddSaturated(saturationTick)
+	sat.sinceWarn += saturationTick
+	if now.Sub(sat.warnedAt) < saturationWarnEvery {
+		return
+	}
+	w.logger.Warn("prefetch_saturated", slog.Int("prefetch", prefetch), slog.Int("held", held),
+		slog.Int64("saturatedMs", sat.sinceWarn.Milliseconds()))
+	sat.sinceWarn, sat.warnedAt = 0, now
 }
 
 // runBackpressure adjusts the consumer's prefetch to the queue's depth
