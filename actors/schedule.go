@@ -66,6 +66,9 @@ const (
 	ReasonPairRate
 	ReasonRetry
 	ReasonInOrder
+
+	// LastReason is the last defer reason, for callers that list them.
+	LastReason = ReasonInOrder
 )
 
 var deferReasonNames = [...]string{

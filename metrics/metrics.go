@@ -41,7 +41,7 @@ var outcomes = []string{messages.StatusSent, messages.StatusFailed, messages.Sta
 
 func deferReasons() []string {
 	var rs []string
-	for r := actors.ReasonEarly; r <= actors.ReasonRetry; r++ {
+	for r := actors.ReasonEarly; r <= actors.LastReason; r++ {
 		rs = append(rs, r.String())
 	}
 	return rs
