@@ -122,7 +122,11 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	results, twice := c.collect(), c.twice
 	assertOneResultEach(t, ids, results)
 	assert.Zero(t, h.depth(h.topo.Queue))
-	assert.Zero(t, h.depth(h.topo.DLQ()))
+	if !assert.Zero(t, h.depth(h.topo.DLQ())) {
+		for _, d := range h.dlq(h.depth(h.topo.DLQ()), 5*time.Second) {
+			t.Logf("dead letter: %v %v", d.Headers[messages.HeaderDLQReason], d.Headers[messages.HeaderDLQDetail])
+		}
+	}
 
 	dups := duplicateSends(h.fake.Calls())
 	t.Logf("SIGKILL after %d calls: %d jobs sent twice %v, %d jobs with a second result %v",
