@@ -144,7 +144,7 @@ func TestWindowDeferrals(t *testing.T) {
 	_, _ = d.Write([]byte(`{"event":"message_deferred","tenantId":"t0000","reason":"rate_limited","delayMs":300}` + "\n"))
 	_, _ = d.Write([]byte(`{"event":"message_deferred","tenantId":"t0001","reason":"busy","delayMs":9000}` + "\n"))
 	_, _ = d.Write([]byte(`{"event":"message_delivered","tenantId":"t0000"}` + "\n"))
-	assert.Equal(t, "rate_limited 2, busy 1; longest 1.2s", d.String())
+	assert.Equal(t, "rate_limited 2, busy 1; longest 1.2s (rate_limited)", d.String())
 	assert.Equal(t, "none", (&windowDeferrals{}).String())
 }
 

@@ -544,9 +544,10 @@ func (e *benchEnv) windowAnswered(ctx context.Context, phone string, timeout tim
 type windowDeferrals struct {
 	tenant string
 
-	mu       sync.Mutex
-	byReason map[string]int
-	longest  time.Duration
+	mu            sync.Mutex
+	byReason      map[string]int
+	longest       time.Duration
+	longestReason string
 }
 
 func (w *windowDeferrals) Write(p []byte) (int, error) {
@@ -567,14 +568,16 @@ func (w *windowDeferrals) Write(p []byte) (int, error) {
 			w.byReason = map[string]int{}
 		}
 		w.byReason[l.Reason]++
-		w.longest = max(w.longest, time.Duration(l.DelayMs)*time.Millisecond)
+		if d := time.Duration(l.DelayMs) * time.Millisecond; d > w.longest {
+			w.longest, w.longestReason = d, l.Reason
+		}
 		w.mu.Unlock()
 	}
 	return len(p), nil
 }
 
-// String is e.g. "busy 12, rate_limited 800; longest 1.2s", the most
-// frequent reason first.
+// String is e.g. "rate_limited 800, busy 12; longest 1.2s (busy)", the
+// most frequent reason first.
 func (w *windowDeferrals) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -589,7 +592,7 @@ func (w *windowDeferrals) String() string {
 	if len(parts) == 0 {
 		return "none"
 	}
-	return strings.Join(parts, ", ") + "; longest " + benchDur(w.longest)
+	return strings.Join(parts, ", ") + "; longest " + benchDur(w.longest) + " (" + w.longestReason + ")"
 }
 
 // windowBeforeThrottle finds the first 130429 answer to phone in [from,
