@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
 func TestBenchJobBody(t *testing.T) {
@@ -99,7 +100,8 @@ func TestBenchHelp(t *testing.T) {
 		var stderr bytes.Buffer
 		err := Main(context.Background(), []string{"--help"}, func(string) string { return "" }, &bytes.Buffer{}, &stderr)
 		require.Error(t, err)
-		for _, row := range []string{"throughput T tenants", "fairness (a)", "scale N tenants", "deferral burst", "hotpath"} {
+		for _, row := range []string{"throughput T tenants", "window 1 tenant at R/s", "conversational tenants", "fairness (a)",
+			"scale N tenants", "deferral burst", "hotpath"} {
 			assert.Contains(t, stderr.String(), row)
 		}
 		for _, flag := range []string{"-quick", "-only", "-json"} {
@@ -110,4 +112,56 @@ func TestBenchHelp(t *testing.T) {
 		err := Main(context.Background(), []string{"--only", "speed"}, func(string) string { return "" }, &bytes.Buffer{}, &bytes.Buffer{})
 		assert.ErrorIs(t, err, ErrUsage)
 	})
+}
+
+func TestWindowRecipient(t *testing.T) {
+	t.Run("EveryTenthJobGoesToARepeatRecipientInTurn", func(t *testing.T) {
+		n := windowRepeatRecipients(80)
+		assert.Equal(t, 16, n, "80/s x 1.05 x 2 s / 10: one job to each every 2 s")
+		to, repeat := windowRecipient(0, 80)
+		assert.True(t, repeat)
+		again, _ := windowRecipient(10*n, 80)
+		assert.Equal(t, to, again, "the turn comes round after n repeat jobs")
+		next, _ := windowRecipient(10, 80)
+		assert.NotEqual(t, to, next)
+	})
+	t.Run("OtherJobsEachHaveTheirOwn", func(t *testing.T) {
+		a, repeat := windowRecipient(1, 80)
+		b, _ := windowRecipient(2, 80)
+		assert.False(t, repeat)
+		assert.NotEqual(t, a, b)
+		body := benchJobBodyTo("t0000", 1, a, time.Now())
+		job, err := messages.DecodeJob(body)
+		require.NoError(t, err, "the recipient is a valid job's")
+		assert.Equal(t, a, job.To)
+	})
+}
+
+func TestWindowDeferrals(t *testing.T) {
+	d := &windowDeferrals{tenant: "t0000"}
+	_, _ = d.Write([]byte(`{"event":"message_deferred","tenantId":"t0000","reason":"busy","delayMs":50}` + "\n" +
+		`{"event":"message_deferred","tenantId":"t0000","reason":"rate_limited","delayMs":1200}` + "\n"))
+	_, _ = d.Write([]byte(`{"event":"message_deferred","tenantId":"t0000","reason":"rate_limited","delayMs":300}` + "\n"))
+	_, _ = d.Write([]byte(`{"event":"message_deferred","tenantId":"t0001","reason":"busy","delayMs":9000}` + "\n"))
+	_, _ = d.Write([]byte(`{"event":"message_delivered","tenantId":"t0000"}` + "\n"))
+	assert.Equal(t, "rate_limited 2, busy 1; longest 1.2s (rate_limited)", d.String())
+	assert.Equal(t, "none", (&windowDeferrals{}).String())
+}
+
+func TestWindowBeforeThrottle(t *testing.T) {
+	from := time.Unix(1_800_000_000, 0)
+	end := from.Add(10 * time.Second)
+	var calls fakemeta.CallLog
+	for i := range 40 { // 10 sends a second for 4 s
+		at := from.Add(time.Duration(i) * 100 * time.Millisecond)
+		calls = append(calls, fakemeta.Call{PhoneNumberID: "p", At: at, AnsweredAt: at.Add(time.Millisecond), Status: 200})
+	}
+	throttled := from.Add(4 * time.Second)
+	calls = append(calls, fakemeta.Call{PhoneNumberID: "p", At: throttled.Add(-time.Second), AnsweredAt: throttled, Status: 429, ErrorCode: 130429},
+		fakemeta.Call{PhoneNumberID: "q", At: from, AnsweredAt: from.Add(2 * time.Second), Status: 429, ErrorCode: 130429})
+	first, rate := windowBeforeThrottle(calls, "p", from, end)
+	assert.True(t, throttled.Equal(first))
+	assert.InDelta(t, 10, rate, 0.01)
+	first, _ = windowBeforeThrottle(calls, "r", from, end)
+	assert.True(t, first.IsZero(), "no throttle, no figure")
 }

@@ -35,13 +35,14 @@ const benchSuiteUsage = `Usage:
   wadbench scale --tenants N [--memprofile FILE]           one scale measurement
 
 wadbench runs every measurement below against the local RabbitMQ (start it with
-'go tool task rabbitmq') and an in-process fake Graph API that answers at once,
-and prints one table: measure, value, goal, and whether the goal is met. Each
-figure is the median of repeated runs (3, or 1 with --quick), and each ratio is
-taken between runs of the same invocation, interleaved, so that noise on a
-shared machine hits both sides. The default run takes about 8 minutes on two
-cores, --quick about 90 seconds. Queues are named bench.*.<random> and deleted
-afterwards. Progress goes to stderr, the table to stdout.
+'go tool task rabbitmq') and an in-process fake Graph API that answers at once
+(with Meta's latency and rate in the window rows), and prints one table:
+measure, value, goal, and whether the goal is met. Each figure is the median of
+repeated runs (3, or 1 with --quick), and each ratio is taken between runs of
+the same invocation, interleaved, so that noise on a shared machine hits both
+sides. The default run takes about 11 minutes on two cores, --quick about 2
+minutes. Queues are named bench.*.<random> and deleted afterwards. Progress
+goes to stderr, the table to stdout.
 
 Rows
 
@@ -58,17 +59,61 @@ Rows
       Baseline: a bare amqp091-go consumer doing the same work on the same
       broker and fake Meta: consume at prefetch P, decode the job, POST its
       payload with the tenant's token, publish a result with a confirm, ack
-      (multiple=false), with min(T, P) goroutines. The worker sends one job at
-      a time per tenant, so min(T, P) is its concurrency as well.
+      (multiple=false), with P goroutines whatever T. The worker keeps a
+      window of sends in flight per tenant (one tenant may use all P), so P
+      is the most either side can have in flight.
       Value: worker jobs/s, baseline jobs/s, worker/baseline; CPU per job in
       microseconds of this process (worker or baseline, plus the fake Meta
       and the polling, the same for both) + of the local broker, worker vs
-      baseline; how often the worker deferred a job (a tenant holds at most 2
-      jobs; the rest of its backlog goes through the delay queues).
+      baseline; how often the worker deferred a job (a tenant holds its
+      window and one more; the rest of its backlog goes through the delay
+      queues).
       Worker and baseline runs alternate. Goal: ratio >= 0.85, and the worker
       drained whenever the baseline did. With --cpuprofile, samples carry
       the label side=worker or side=baseline (go tool pprof
       -tagfocus=side=worker).
+
+  window 1 tenant at R/s, Meta L  (R = 80 at L = 300ms and 1s; R = 1000 at 300ms)
+      One tenant's send window against Meta's latency and throughput limit.
+      The fake Meta answers after a log-normal latency (median L, sigma 0.5,
+      at most 3 s) and at 80/s, like Meta, refuses sends above R per number
+      (code 130429; burst R), so that throttling shows; at 1,000/s it does
+      not, so that the row measures what the worker carries. The tenant's
+      rate_limit is R (burst R). After a warm-up job (its answer gives the
+      window a latency), the tenant gets a burst of R jobs and then 2 R jobs/s
+      for a ramp (1.5 s, or 3 L), which empty its bucket, and then jobs 5%
+      above R, so that the bucket binds, for a steady part: 30 s (15 s at
+      1,000/s; 8, 5 and 3 s with --quick); then up to 8 s (1 s with --quick)
+      for the backlog. Every tenth job goes to one of R/5 recipients in turn
+      (one job to each every 2 s), every other job to a recipient of its own.
+      PREFETCH by the rule PREFETCH >= R x the latency tail: 200 (80/s x about
+      1 s, the p99 at 300 ms), 300 (80/s x 3 s, the cap), 600 (1,000/s x
+      0.6 s); backpressure off. Value: sends/s over the steady part (the
+      fake's 200 answers, by arrival) and that / R; peak sends in flight (the
+      fake's call log); inversions: calls to a recipient that arrived after a
+      call of a later job to it, plus pairs of calls to one recipient in
+      flight at once; 130429 answers / calls, and when there were any the
+      sends/s until the first; the tenant's deferrals by reason, and the
+      longest delay one was given and why; jobs left after the wait. At
+      1,000/s also CPU per send over the steady part, of this process (worker,
+      fake Meta and the publisher) + of the broker, and how many cores both
+      kept busy, beside the worker's CPU per job in the zero-latency
+      throughput row of one tenant when that ran too. Each runs once (--reps
+      does not apply). Goal: >= 0.95 R, 0 inversions and <= 1% throttled at
+      80/s; >= 0.90 R at 1,000/s.
+
+  window 200 conversational tenants beside an 80/s campaign
+      200 tenants each publish one job every 4 s (50 jobs/s), each to a
+      recipient of its own, with Meta's latency (median 300 ms), PREFETCH 100;
+      beside them, or not, the campaign of the rows above at 80/s. Value: the
+      conversational jobs' publish-to-arrival p99 (publish to the fake Meta
+      receiving the call: Meta's own latency left out) beside the campaign,
+      alone, and the ratio; p50s; the campaign's sends/s. Runs on a fresh
+      worker each, 2 s of warm-up (each tenant's first job is not counted),
+      then 10 s (3 s with --quick); alone and beside interleaved, 2 pairs (1
+      with --quick), the samples of each side pooled. Goal: ratio <= 1.5, and
+      every conversational job sent (one still unsent 4 s after the wait for
+      the backlog counts with that delay).
 
   fairness (a) alone / (b) flood / (c) hang / (d) 500
       20 quiet tenants each publish 2 jobs/s; publish-to-send is the time from
@@ -120,7 +165,7 @@ Flags
 `
 
 // benchSections are the parts of the suite, in the order they run.
-var benchSections = []string{"throughput", "fairness", "scale", "deferral", "hotpath"}
+var benchSections = []string{"throughput", "window", "fairness", "scale", "deferral", "hotpath"}
 
 // benchRow is one line of the suite's table.
 type benchRow struct {
@@ -156,7 +201,8 @@ type benchEnv struct {
 	tenants []localrun.Tenant // bench tenants t0000 ... t0999
 
 	throughputCases []throughputCase
-	brokerPID       int // the local broker's process, 0 if unknown
+	throughputCPU   map[throughputCase]drainResult // the worker's drains, once the throughput rows ran
+	brokerPID       int                            // the local broker's process, 0 if unknown
 	log             io.Writer
 }
 
@@ -219,7 +265,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 // broker answers when a section needs it. close undoes it.
 func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), err error) {
 	env = &benchEnv{amqpURL: o.amqpURL, quick: o.quick, reps: o.reps, throughputCases: o.cases, log: log}
-	if o.sections["throughput"] || o.sections["fairness"] || o.sections["deferral"] {
+	if o.sections["throughput"] || o.sections["window"] || o.sections["fairness"] || o.sections["deferral"] {
 		conn, err := amqp.Dial(env.amqpURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect to RabbitMQ at %s (start it with: go tool task rabbitmq): %w", logging.RedactURL(env.amqpURL), err)
@@ -315,6 +361,8 @@ func (e *benchEnv) run(ctx context.Context, section string) ([]benchRow, error) 
 	switch section {
 	case "throughput":
 		return e.throughput(ctx)
+	case "window":
+		return e.window(ctx)
 	case "fairness":
 		return e.fairness(ctx)
 	case "scale":
@@ -398,9 +446,14 @@ func benchQueueName(label string) string {
 // number, so send order and publish-to-send time can be read from the fake
 // Meta's call log.
 func benchJobBody(tenant string, n int, published time.Time) []byte {
+	return benchJobBodyTo(tenant, n, fmt.Sprintf("1555%07d", n%10_000_000), published)
+}
+
+// benchJobBodyTo is benchJobBody to the recipient to (digits).
+func benchJobBodyTo(tenant string, n int, to string, published time.Time) []byte {
 	return fmt.Appendf(nil, `{"metadata":{"tenantId":%q,"internalId":"%s-%d"},"wabaPayload":{"messaging_product":"whatsapp",`+
-		`"recipient_type":"individual","to":"1555%07d","type":"text","text":{"body":"n=%d t=%d"}}}`,
-		tenant, tenant, n, n%10_000_000, n, published.UnixNano())
+		`"recipient_type":"individual","to":%q,"type":"text","text":{"body":"n=%d t=%d"}}}`,
+		tenant, tenant, n, to, n, published.UnixNano())
 }
 
 // benchStamp reads what benchJobBody put in a payload's text.
