@@ -185,6 +185,8 @@ type Schedule struct {
 	// starts are the start times of the sends in flight, oldest first.
 	starts  []time.Time
 	busyTat time.Time // the last slot handed to a busy-deferred job
+	// throttledAt is when the rate was last halved for a throttle.
+	throttledAt time.Time
 	// rateChangedAt is the last throttle or recovery step; the next
 	// recovery step waits RecoverAfter from it.
 	rateChangedAt time.Time
@@ -356,12 +358,26 @@ func (s *Schedule) perSecond() float64 { return s.bucket.PerMinute() / 60 }
 // just said the tenant sends too fast. It returns the throttled job's new
 // NotBefore, a fresh reservation at the lowered rate: the job then holds a
 // token (Ticket.Reserved = true).
+//
+// The rate is halved at most once per throttleHold: with many sends in
+// flight, one burst that Meta found too fast comes back as many 130429
+// answers at once, and halving for each would cut the rate to nothing for
+// one event (TCP, likewise, cuts once per round trip).
 func (s *Schedule) Throttled(now time.Time) time.Time {
-	s.bucket.SetRate(s.bucket.PerMinute()/2, now)
-	s.bucket.Drain(now)
+	if s.throttledAt.IsZero() || now.Sub(s.throttledAt) >= s.throttleHold() {
+		s.bucket.SetRate(s.bucket.PerMinute()/2, now)
+		s.bucket.Drain(now)
+		s.throttledAt = now
+		s.window.Cut()
+	}
 	s.rateChangedAt = now
 	return s.bucket.Reserve(now)
 }
+
+// throttleHold is how long one throttle's answers keep coming: the sends
+// in flight when it happened, so the high latency estimate, at least a
+// second.
+func (s *Schedule) throttleHold() time.Duration { return max(time.Second, s.window.High()) }
 
 // Recover is called on every success: once RecoverAfter has passed since the
 // last throttle or step, a lowered rate goes up by 25% of the configured

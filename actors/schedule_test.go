@@ -301,15 +301,26 @@ func TestScheduleThrottle(t *testing.T) {
 
 	t.Run("ThrottledHasAFloor", func(t *testing.T) {
 		s := NewSchedule(cfg, stateT0)
-		for range 20 {
-			s.Throttled(stateT0)
+		for i := range 20 {
+			s.Throttled(stateT0.Add(time.Duration(i) * time.Second))
 		}
 		assert.Equal(t, MinPerMinute, s.Bucket().PerMinute())
 	})
 
+	t.Run("ThrottledHalvesOncePerThrottle", func(t *testing.T) {
+		// Many sends in flight bring one throttle back as many answers.
+		s := NewSchedule(cfg, stateT0)
+		for i := range 10 {
+			s.Throttled(stateT0.Add(time.Duration(i) * 50 * time.Millisecond))
+		}
+		assert.Equal(t, 40.0, s.Bucket().PerMinute(), "once within a second")
+		s.Throttled(stateT0.Add(time.Second))
+		assert.Equal(t, 20.0, s.Bucket().PerMinute(), "a throttle a second later is another one")
+	})
+
 	t.Run("RecoverRestoresStepByStep", func(t *testing.T) {
 		s := NewSchedule(cfg, stateT0)
-		s.Throttled(stateT0)
+		s.Throttled(stateT0.Add(-time.Second))
 		s.Throttled(stateT0) // 20/min
 		steps := []struct {
 			at   time.Duration

@@ -383,3 +383,22 @@ func TestALostHeadOfLineIsSkippedAfterTheGrace(t *testing.T) {
 		assert.Equal(t, messages.StatusSent, h.result("x2").Status)
 	})
 }
+
+// One burst that Meta found too fast comes back as many 130429 answers at
+// once when many sends were in flight: the rate is halved once for them,
+// not once each.
+func TestManyThrottledAnswersInFlightHalveTheRateOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, Config{Tenants: []config.Tenant{numberTenant("a")}, Prefetch: 1000})
+		h.answer(always(reply{Delay: 300 * time.Millisecond}))
+		h.publish("a", "warm")
+		h.advance(time.Second)
+		h.answer(always(reply{Delay: 300 * time.Millisecond, Err: errThrottled}))
+		for i := range 30 {
+			h.deliver(jobBody("a", fmt.Sprintf("j%02d", i), ownRecipient), nil)
+		}
+		h.advance(400 * time.Millisecond)
+		require.GreaterOrEqual(t, len(h.callsOf("a")), 10, "many sends were in flight when they were throttled")
+		assert.Equal(t, 2400.0, h.info("a").EffectivePerMinute, "halved once, from 4800")
+	})
+}
