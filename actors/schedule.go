@@ -299,6 +299,9 @@ func (s *Schedule) Window() int { return s.window.Size(s.perSecond()) }
 // CanStart reports whether the window has room for another send.
 func (s *Schedule) CanStart() bool { return len(s.starts) < s.Window() }
 
+// Latency is the smoothed send latency (0 while unknown).
+func (s *Schedule) Latency() time.Duration { return s.window.Latency() }
+
 // InFlight is how many sends are in flight.
 func (s *Schedule) InFlight() int { return len(s.starts) }
 

@@ -120,7 +120,7 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	m.State.Place = place
 	if !l.mayGo(n, now) {
 		// Its recipient's earlier job is pending: it waits behind it.
-		wait := time.Duration(l.behind(n)) * max(st.sched.Stats(now).Latency, MinBusySpacing)
+		wait := time.Duration(l.behind(n)) * max(st.sched.Latency(), MinBusySpacing)
 		a.deferJob(m, now, laterTime(l.aheadDue(n), now.Add(wait)), m.State.Reservation == st.epoch, ReasonInOrder)
 		return
 	}
@@ -154,7 +154,7 @@ func (a *tenantActor) heldForAdmission(now time.Time) int {
 }
 
 // fairReserve is how many of the prefetch slots are kept for tenants that
-// hold less than their fair minimum: a tenith of them, at least two.
+// hold less than their fair minimum: a tenth of them, at least two.
 func fairReserve(prefetch int) int { return max(DefaultMaxHeld, prefetch/10) }
 
 // wake asks the tenant to look at its waiting jobs again.
