@@ -96,8 +96,8 @@ func (s *Schedule) Apply(now time.Time, v Verdict, attempts, pairHits int, jitte
 	case CountRelease:
 		s.breaker.Release(now)
 	}
-	if v.Congestion && v.Reason != ReasonThrottled {
-		s.window.Cut() // Throttled cuts it, once per throttle
+	if v.Congestion {
+		s.window.Cut(now)
 	}
 	if tr.Changed() && tr.To == BreakerClosed {
 		s.window.Restart()

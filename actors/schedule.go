@@ -362,25 +362,19 @@ func (s *Schedule) perSecond() float64 { return s.bucket.PerMinute() / 60 }
 // NotBefore, a fresh reservation at the lowered rate: the job then holds a
 // token (Ticket.Reserved = true).
 //
-// The rate is halved at most once per throttleHold: with many sends in
-// flight, one burst that Meta found too fast comes back as many 130429
-// answers at once, and halving for each would cut the rate to nothing for
-// one event (TCP, likewise, cuts once per round trip).
+// The rate is halved at most once per round trip (Window.RoundTrip): with
+// many sends in flight, one burst that Meta found too fast comes back as
+// many 130429 answers at once, and halving for each would cut the rate to
+// nothing for one event (TCP, likewise, cuts once per round trip).
 func (s *Schedule) Throttled(now time.Time) time.Time {
-	if s.throttledAt.IsZero() || now.Sub(s.throttledAt) >= s.throttleHold() {
+	if s.throttledAt.IsZero() || now.Sub(s.throttledAt) >= s.window.RoundTrip() {
 		s.bucket.SetRate(s.bucket.PerMinute()/2, now)
 		s.bucket.Drain(now)
 		s.throttledAt = now
-		s.window.Cut()
 	}
 	s.rateChangedAt = now
 	return s.bucket.Reserve(now)
 }
-
-// throttleHold is how long one throttle's answers keep coming: the sends
-// in flight when it happened, so the high latency estimate, at least a
-// second.
-func (s *Schedule) throttleHold() time.Duration { return max(time.Second, s.window.High()) }
 
 // Recover is called on every success: once RecoverAfter has passed since the
 // last throttle or step, a lowered rate goes up by 25% of the configured

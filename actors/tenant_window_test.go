@@ -313,7 +313,7 @@ func TestWindowSizing(t *testing.T) {
 			w.Grow(80)
 		}
 		assert.Equal(t, 32, w.Size(80), "30, rounded up, and one")
-		w.Cut()
+		w.Cut(stateT0)
 		assert.Equal(t, 16, w.Size(80))
 		w.Observe(300 * time.Millisecond)
 		w.Grow(80)
@@ -342,8 +342,12 @@ func TestWindowSizing(t *testing.T) {
 			w.Grow(1000)
 		}
 		before := w.Size(1000)
-		w.Cut()
+		w.Cut(stateT0)
 		assert.Equal(t, before/2, w.Size(1000))
+		w.Cut(stateT0.Add(time.Second - time.Nanosecond))
+		assert.Equal(t, before/2, w.Size(1000), "the same event's answers cut once")
+		w.Cut(stateT0.Add(time.Second))
+		assert.Equal(t, before/4, w.Size(1000), "a round trip later it is another one")
 		w.Restart()
 		assert.Equal(t, 1, w.Size(1000))
 		assert.Equal(t, 100*time.Millisecond, w.Latency(), "the latency estimate is kept")

@@ -38,6 +38,7 @@ type Window struct {
 	cwnd   float64
 	srtt   time.Duration // smoothed latency; 0 = no sample yet
 	rttvar time.Duration // smoothed mean deviation
+	cutAt  time.Time     // the last Cut that halved the window
 }
 
 // NewWindow returns a window capped at max (DefaultMaxInFlight when < 1).
@@ -107,9 +108,22 @@ func (w *Window) Grow(perSecond float64) {
 	w.cwnd = min(w.cwnd+1, ceiling)
 }
 
-// Cut is congestion (throttling, 5xx, a timeout): the window halves, down
-// to one send.
-func (w *Window) Cut() { w.cwnd = max(1, w.cwnd/2) }
+// Cut is congestion (throttling, 5xx, a timeout) seen at now: the window
+// halves, down to one send, at most once per round trip (the high latency
+// estimate, at least a second): the sends in flight when Meta pushed back
+// all come back with the same answer, and that is one event, as TCP
+// counts it.
+func (w *Window) Cut(now time.Time) {
+	if !w.cutAt.IsZero() && now.Sub(w.cutAt) < w.RoundTrip() {
+		return
+	}
+	w.cutAt = now
+	w.cwnd = max(1, w.cwnd/2)
+}
+
+// RoundTrip is how long one event's answers keep coming back: the high
+// latency estimate, at least a second.
+func (w *Window) RoundTrip() time.Duration { return max(time.Second, w.High()) }
 
 // Restart starts the window small again (after the breaker closes); the
 // latency estimate is kept.
