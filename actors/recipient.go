@@ -145,6 +145,18 @@ func (s *TenantState) forgetStaleLines(now time.Time) {
 	}
 }
 
+// comingBack records that m left the tenant's hand and will be back at t
+// (deferred, or put back in the queue): its line expects it then, and
+// when it was the head the line's next job must still wait for it.
+func (s *TenantState) comingBack(m *messages.Dispatch, t time.Time) {
+	if l, n, ok := s.lineOf(m); ok {
+		if n == l.head {
+			l.busy = false
+		}
+		l.deferredUntil(n, t)
+	}
+}
+
 // lineOf returns the line of m's recipient and m's place in it, when m has
 // a place in a line that still exists.
 func (s *TenantState) lineOf(m *messages.Dispatch) (*line, uint64, bool) {

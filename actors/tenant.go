@@ -190,7 +190,7 @@ func (a *tenantActor) pump(ctx actor.Context) {
 			// Its channel died while it waited: the broker hands it out
 			// again, and sending this copy too would send it twice.
 			_ = m.Delivery.Requeue()
-			a.leftHand(m, now)
+			a.st.comingBack(m, now)
 			a.log.Info("stale_delivery_dropped", slog.String("internalId", m.Job.InternalID))
 			continue
 		}
@@ -266,7 +266,7 @@ func (a *tenantActor) watchForStall(ctx actor.Context) {
 // releaseIfStalled defers the deliveries the tenant holds beyond its
 // HoldCap when its sends have stalled: a tenant whose API stopped
 // answering must not keep prefetch slots for the whole timeout. The
-// newest go, keeping their tokens and their order.
+// newest go, giving their tokens back (Schedule.Unhold), in order.
 func (a *tenantActor) releaseIfStalled(ctx actor.Context, c *stallCheck) {
 	st := a.st
 	if !st.stallAt.Equal(c.at) {
@@ -420,12 +420,7 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 // returns it at notBefore, then acks the original.
 func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, reserved bool, reason DeferReason) {
 	st := a.st
-	if l, n, ok := st.lineOf(m); ok {
-		if n == l.head {
-			l.busy = false
-		}
-		l.deferredUntil(n, notBefore)
-	}
+	st.comingBack(m, notBefore)
 	state := m.State
 	state.NotBefore = notBefore
 	state.Reservation = ""
@@ -562,16 +557,6 @@ func (a *tenantActor) reportHeld() {
 	}
 }
 
-// leftHand is told that m left the tenant's hand without an outcome of
-// its own (its delivery went stale, its actor crashed or stopped): when m
-// was its recipient's head, the line waits for it to come back.
-func (a *tenantActor) leftHand(m *messages.Dispatch, now time.Time) {
-	if l, n, ok := a.st.lineOf(m); ok && n == l.head {
-		l.busy = false
-		l.deferredUntil(n, now)
-	}
-}
-
 // leftLine is told that m reached its outcome (sent, failed, dead-lettered):
 // when m was its recipient's head, the next job of the line may go.
 func (a *tenantActor) leftLine(m *messages.Dispatch) {
@@ -618,7 +603,7 @@ func (a *tenantActor) recoverFromCrash() {
 			break
 		}
 	}
-	a.leftHand(m, now)
+	a.st.comingBack(m, now)
 	for i, w := range st.waiting {
 		if w.m == m {
 			st.waiting = append(st.waiting[:i], st.waiting[i+1:]...)
@@ -644,7 +629,7 @@ func (a *tenantActor) handBack() {
 	st.waiting, st.wakeAt = nil, time.Time{}
 	now := time.Now()
 	for _, w := range waiting {
-		a.leftHand(w.m, now)
+		a.st.comingBack(w.m, now)
 		a.requeue(w.m)
 	}
 }
