@@ -283,12 +283,6 @@ func (w *Worker) TenantInfo(id string) (messages.TenantInfo, error) {
 	return w.tenants.Get(context.Background(), id)
 }
 
-// Router is the router actor's PID, for admin questions.
-func (w *Worker) Router() *actor.PID { return w.router }
-
-// System is the worker's actor system.
-func (w *Worker) System() *actor.ActorSystem { return w.system }
-
 // AdminAddr is the admin API's listening address, "" when it is off.
 func (w *Worker) AdminAddr() string {
 	if w.admin == nil {
