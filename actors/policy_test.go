@@ -69,8 +69,9 @@ func TestScheduleApply(t *testing.T) {
 		assert.Equal(t, t0.Add(4*time.Second), nb, "Meta's 4^X s for the first refusal")
 		assert.Equal(t, 60.0, s.Stats(t0).EffectivePerMinute, "the tenant's rate is untouched")
 	})
-	t.Run("SuccessClosesAHalfOpenBreaker", func(t *testing.T) {
-		s := newSched()
+	// halfOpen opens a schedule's breaker with two failures at t0 and
+	// takes its half-open trial a minute later, the time it returns.
+	halfOpen := func(t *testing.T, s *Schedule) time.Time {
 		fail := Judge(whatsapp.ClassTransient, 1, 10)
 		s.Apply(t0, fail, 1, 1, noJitter)
 		s.Apply(t0, fail, 1, 1, noJitter)
@@ -78,17 +79,17 @@ func TestScheduleApply(t *testing.T) {
 		ok, _, tr := s.Breaker().Allow(later)
 		require.True(t, ok)
 		require.Equal(t, BreakerHalfOpen, tr.To)
-		_, _, tr = s.Apply(later, Judge(whatsapp.ClassAccepted, 1, 10), 1, 1, noJitter)
+		return later
+	}
+	t.Run("SuccessClosesAHalfOpenBreaker", func(t *testing.T) {
+		s := newSched()
+		later := halfOpen(t, s)
+		_, _, tr := s.Apply(later, Judge(whatsapp.ClassAccepted, 1, 10), 1, 1, noJitter)
 		assert.Equal(t, BreakerClosed, tr.To)
 	})
 	t.Run("APermanentErrorEndsAHalfOpenTrialWithoutOpening", func(t *testing.T) {
 		s := newSched()
-		fail := Judge(whatsapp.ClassTransient, 1, 10)
-		s.Apply(t0, fail, 1, 1, noJitter)
-		s.Apply(t0, fail, 1, 1, noJitter)
-		later := t0.Add(time.Minute)
-		ok, _, _ := s.Breaker().Allow(later)
-		require.True(t, ok)
+		later := halfOpen(t, s)
 		nb, _, tr := s.Apply(later, Judge(whatsapp.ClassPermanent, 1, 10), 1, 1, noJitter)
 		assert.True(t, nb.IsZero())
 		assert.Equal(t, BreakerClosed, tr.To)
