@@ -79,8 +79,8 @@ func assertWithinRate(t *testing.T, starts []time.Duration, burst int, perSecond
 
 // A burst that arrives together while the tenant's latency is unknown:
 // the tenant holds MaxHeld = 2 (one sending, one next), so the third job
-// is deferred to a busy slot, which the smallest delay tier (250 ms) turns
-// into a 250 ms wait. The later jobs keep their rate-limit slots, so the
+// is deferred to a busy slot, which the smallest delay tier (50 ms) turns
+// into a 50 ms wait. The later jobs keep their rate-limit slots, so the
 // tenant's rate is unaffected. (The send window replaces this holding.)
 func TestBurstArrivingTogetherHoldsTwoAndDefersTheThirdWhileLatencyIsUnknown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -91,7 +91,7 @@ func TestBurstArrivingTogetherHoldsTwoAndDefersTheThirdWhileLatencyIsUnknown(t *
 		}
 		h.advanceTo(time.Minute)
 
-		want := []time.Duration{0, 10 * time.Millisecond, 250 * time.Millisecond}
+		want := []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond}
 		for k := 1; k <= 7; k++ {
 			want = append(want, time.Duration(k)*time.Second+SendGuard)
 		}

@@ -116,9 +116,13 @@ func TestDeferredCopyComesBackAfterItsTier(t *testing.T) {
 func TestTierChoice(t *testing.T) {
 	topo := broker.NewTopology("q", "r")
 	cases := map[time.Duration]time.Duration{
-		0:                      250 * time.Millisecond,
-		100 * time.Millisecond: 250 * time.Millisecond,
+		0:                      50 * time.Millisecond,
+		70 * time.Millisecond:  100 * time.Millisecond, // 30 ms late rather than two hops
+		100 * time.Millisecond: 100 * time.Millisecond,
+		180 * time.Millisecond: 100 * time.Millisecond, // 250 would be 70 ms late
+		249 * time.Millisecond: 250 * time.Millisecond,
 		300 * time.Millisecond: 250 * time.Millisecond,
+		960 * time.Millisecond: time.Second,
 		time.Second:            time.Second,
 		37 * time.Second:       32 * time.Second,
 		10 * time.Hour:         4096 * time.Second,
@@ -126,6 +130,7 @@ func TestTierChoice(t *testing.T) {
 	for wait, tier := range cases {
 		assert.Equal(t, tier, topo.Tier(wait), "wait %s", wait)
 	}
+	assert.Equal(t, "q.wait.50ms", topo.WaitQueue(50*time.Millisecond))
 	assert.Equal(t, "q.wait.250ms", topo.WaitQueue(250*time.Millisecond))
 	assert.Equal(t, "q.wait.32s", topo.WaitQueue(32*time.Second))
 	assert.Equal(t, "q.dlq", topo.DLQ())
