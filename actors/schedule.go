@@ -23,8 +23,9 @@ const (
 	// RecoverAfter is how long without a throttle before the rate is raised
 	// one step (25% of the configured rate), and the spacing between steps.
 	RecoverAfter = 30 * time.Second
-	// MinBusySpacing is the spacing between jobs deferred because the
-	// tenant is busy while its send latency is not known yet.
+	// MinBusySpacing is the shortest a job deferred because the tenant is
+	// busy waits while the tenant's send latency is not known yet, and the
+	// shortest spacing of jobs waiting behind their recipient's.
 	MinBusySpacing = 50 * time.Millisecond
 	// BaseBackoff and MaxBackoff bound Retry's exponential backoff.
 	BaseBackoff = time.Second
@@ -349,7 +350,25 @@ func (s *Schedule) Unhold(now time.Time) time.Time {
 	return s.busySlot(now)
 }
 
+// busySlot is when a job deferred because the tenant is busy comes back.
+// Once the latency is known, busy jobs are spaced by busySpacing, the
+// pace at which the window frees slots. Before any send has answered, how
+// many the tenant can carry is unknown, and the window opens to its
+// ceiling with the first answer: the jobs are not spaced (a backlog of a
+// hundred spaced by MinBusySpacing came back over five seconds, to a
+// tenant that could take them all after one answer) but all come back
+// when that answer is likely in, twice as long from now as the oldest send
+// has been out (at least MinBusySpacing). A job back before it is asked
+// again with that longer wait, so a tenant whose first send hangs sees
+// its jobs back a few times, not every MinBusySpacing.
 func (s *Schedule) busySlot(now time.Time) time.Time {
+	if s.window.Latency() <= 0 {
+		wait := MinBusySpacing
+		if len(s.starts) > 0 {
+			wait = max(wait, 2*now.Sub(s.starts[0]))
+		}
+		return now.Add(wait)
+	}
 	s.busyTat = laterTime(s.busyTat, now).Add(s.busySpacing())
 	return s.busyTat
 }
@@ -428,15 +447,11 @@ func (s *Schedule) Stats(now time.Time) ScheduleStats {
 	}
 }
 
-// busySpacing is the spacing of busy-deferred jobs: the tenant's window
-// frees a slot every latency/window, so that is the rate at which it can
-// take them back; MinBusySpacing while no latency is known.
+// busySpacing is the spacing of busy-deferred jobs once the latency is
+// known: the tenant's window frees a slot every latency/window, so that is
+// the rate at which it can take them back.
 func (s *Schedule) busySpacing() time.Duration {
-	lat := s.window.Latency()
-	if lat <= 0 {
-		return MinBusySpacing
-	}
-	return max(lat/time.Duration(s.Window()), time.Millisecond)
+	return max(s.window.Latency()/time.Duration(s.Window()), time.Millisecond)
 }
 
 func retryBackoff(attempt int) time.Duration {

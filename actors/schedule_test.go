@@ -174,13 +174,21 @@ func TestScheduleAdmit(t *testing.T) {
 		assert.Equal(t, 20.0, s.Bucket().Available(stateT0), "a busy job takes no token: it takes one when it is sent")
 	})
 
-	t.Run("BusySpacingIsMinBusySpacingUntilLatencyIsKnownThenTheLatency", func(t *testing.T) {
+	t.Run("BusyJobsComeBackTogetherUntilLatencyIsKnownThenSpacedByIt", func(t *testing.T) {
 		s := NewSchedule(stateSeedConfig, stateT0)
-		d := s.Admit(stateT0, Ticket{}, 5, false)
-		assert.Equal(t, stateT0.Add(MinBusySpacing), d.NotBefore, "no latency measured yet")
-		observe(s, stateT0, 3*time.Millisecond)
-		d = s.Admit(stateT0, Ticket{}, 5, false)
-		assert.Equal(t, stateT0.Add(MinBusySpacing+3*time.Millisecond), d.NotBefore)
+		for range 3 {
+			d := s.Admit(stateT0, Ticket{}, 5, false)
+			assert.Equal(t, stateT0.Add(MinBusySpacing), d.NotBefore, "no latency measured yet: not spaced")
+		}
+		s.SendStarted(stateT0)
+		later := stateT0.Add(40 * time.Millisecond)
+		d := s.Admit(later, Ticket{}, 5, false)
+		assert.Equal(t, later.Add(80*time.Millisecond), d.NotBefore, "twice as long as the first send has been out")
+		s.SendEnded(stateT0, 3*time.Millisecond)
+		for i := 1; i <= 2; i++ {
+			d = s.Admit(later, Ticket{}, 5, false)
+			assert.Equal(t, later.Add(time.Duration(i)*3*time.Millisecond), d.NotBefore, "spaced by the latency over a window of one")
+		}
 	})
 
 	t.Run("BusySpacingHasAOneMillisecondFloor", func(t *testing.T) {
@@ -554,6 +562,7 @@ func TestScheduleHoldCap(t *testing.T) {
 	})
 	t.Run("UnholdHandsOutBusySlotsInOrder", func(t *testing.T) {
 		s := NewSchedule(cfg, t0)
+		observe(s, t0, 10*time.Millisecond)
 		first, second := s.Unhold(t0), s.Unhold(t0)
 		assert.True(t, first.After(t0))
 		assert.True(t, second.After(first))

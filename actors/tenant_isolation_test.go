@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -104,5 +105,52 @@ func TestHangingTenantHoldsAtMostTwoDeliveriesAndDefersTheRest(t *testing.T) {
 		info = h.info("a")
 		assert.Equal(t, "OPEN", info.CircuitState)
 		assert.Equal(t, 0, info.InFlight)
+	})
+}
+
+// A backlog that reaches a new tenant before its first send has answered:
+// the tenant holds MaxHeld and defers the rest, unspaced, to come back
+// when the first answer is likely in. With Meta answering in 20 ms they
+// (and a rate that does not bind) they are all sent within a few
+// delay-tier hops, each deferred a few times at most; spacing them by MinBusySpacing, as before, sent the last of 98
+// about five seconds after the first.
+func TestBacklogBeforeTheFirstAnswerComesBackTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := tenant("a")
+		a.RateLimit = config.RateLimit{PerMinute: 60_000, Burst: 1000} // the window, not the rate, limits
+		h := startHarness(t, Config{Tenants: []config.Tenant{a}, Prefetch: 100})
+		h.answer(always(reply{Delay: 20 * time.Millisecond}))
+		for i := range 60 {
+			id := fmt.Sprintf("a%d", i)
+			h.deliver(jobBody("a", id, recipientFor(id)), nil)
+		}
+		h.advanceTo(5 * time.Second)
+		starts := h.callStarts("a")
+		require.Len(t, starts, 60)
+		assert.LessOrEqual(t, slices.Max(starts), 200*time.Millisecond, "every job sent soon after the first answer")
+		info := h.info("a")
+		assert.LessOrEqual(t, info.DeferredTotal, int64(3*58), "at most three deferrals for each job beyond the two held")
+	})
+}
+
+// The same backlog beside a first send that hangs for 10 s: the deferred
+// jobs come back with a wait twice as long as the send has been out each
+// time, so they bounce a few times, not every MinBusySpacing.
+func TestBacklogBesideAHangingFirstSendBouncesAFewTimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}, Prefetch: 100})
+		h.answer(always(reply{Delay: 10 * time.Second, Err: errTimeout}))
+		for i := range 20 {
+			id := fmt.Sprintf("a%d", i)
+			h.deliver(jobBody("a", id, recipientFor(id)), nil)
+		}
+		h.advanceTo(10*time.Second - time.Millisecond)
+		assert.Len(t, h.callStarts("a"), 1, "one send in flight, hanging")
+		info := h.info("a")
+		// Waits of 50 ms, then twice the time out: back at 0.05, 0.15, 0.45,
+		// 1.35, 4.05 s and 12.15 s: six deferrals per job before the
+		// timeout, where a fixed 50 ms would be two hundred.
+		assert.LessOrEqual(t, info.DeferredTotal, int64(7*19))
+		assert.GreaterOrEqual(t, info.DeferredTotal, int64(19))
 	})
 }
