@@ -80,6 +80,21 @@ func (l *line) aheadDue(n uint64) time.Time {
 	return t
 }
 
+// followerBack is when the job at place n, which waits behind its line's
+// earlier jobs, should come back: when those are likely answered. Each
+// takes a send of the tenant's high latency estimate (MinBusySpacing while
+// none is known), and a deferred one only starts when it is due back, so
+// the job comes back that long after the latest of them is due, not at
+// that moment, when it would find it sending and go round once more.
+func (s *TenantState) followerBack(l *line, n uint64, now time.Time) time.Time {
+	send := max(s.sched.HighLatency(), MinBusySpacing)
+	back := now.Add(time.Duration(l.behind(n)) * send)
+	if due := l.aheadDue(n); !due.IsZero() {
+		back = laterTime(back, due.Add(send))
+	}
+	return back
+}
+
 // deferredUntil records that the job at place n will come back at t.
 func (l *line) deferredUntil(n uint64, t time.Time) {
 	if l.due == nil {

@@ -303,6 +303,10 @@ func (s *Schedule) CanStart() bool { return len(s.starts) < s.Window() }
 // Latency is the smoothed send latency (0 while unknown).
 func (s *Schedule) Latency() time.Duration { return s.window.Latency() }
 
+// HighLatency is the high latency estimate (smoothed latency plus twice
+// its mean deviation; 0 while unknown).
+func (s *Schedule) HighLatency() time.Duration { return s.window.High() }
+
 // InFlight is how many sends are in flight.
 func (s *Schedule) InFlight() int { return len(s.starts) }
 

@@ -120,8 +120,7 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	m.State.Place = place
 	if !l.mayGo(n, now) {
 		// Its recipient's earlier job is pending: it waits behind it.
-		wait := time.Duration(l.behind(n)) * max(st.sched.Latency(), MinBusySpacing)
-		a.deferJob(m, now, laterTime(l.aheadDue(n), now.Add(wait)), m.State.Reservation == st.epoch, ReasonInOrder)
+		a.deferJob(m, now, st.followerBack(l, n, now), m.State.Reservation == st.epoch, ReasonInOrder)
 		return
 	}
 	l.busy = true

@@ -406,3 +406,36 @@ func TestManyThrottledAnswersInFlightHalveTheRateOnce(t *testing.T) {
 		assert.Equal(t, 2400.0, h.info("a").EffectivePerMinute, "halved once, from 4800")
 	})
 }
+
+// A job waiting behind its recipient's earlier one comes back once that
+// one is likely answered: when the head is deferred, after the head is due
+// back and has had its send's latency (the high estimate), not at the
+// moment the head itself comes back and is still sending.
+func TestFollowerComesBackAfterTheDeferredHeadIsAnswered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startHarness(t, Config{Tenants: []config.Tenant{numberTenant("a")}, Prefetch: 100})
+		failed := false
+		h.answer(func(c call) reply {
+			if c.InternalID == "x1" && !failed {
+				failed = true
+				return reply{Delay: 100 * time.Millisecond, Err: errTransient}
+			}
+			return reply{Delay: 100 * time.Millisecond}
+		})
+		h.publish("a", "warm")
+		h.advance(time.Second)
+		const x = "15550000001"
+		h.deliver(jobBody("a", "x1", x), nil)
+		h.advance(10 * time.Millisecond)
+		h.deliver(jobBody("a", "x2", x), nil)
+		h.advanceTo(time.Minute)
+
+		assert.Equal(t, messages.StatusSent, h.result("x2").Status)
+		x1, x2 := h.callsFor("x1"), h.callsFor("x2")
+		require.Len(t, x1, 2)
+		require.Len(t, x2, 1)
+		assert.GreaterOrEqual(t, x2[0].Start, x1[1].End, "x2 after x1's retry was answered")
+		assert.Len(t, h.copies(testkit.KindDeferred, "x2"), 2,
+			"once while x1 was sending, once while x1 waited for its retry")
+	})
+}
