@@ -227,17 +227,21 @@ func (e *benchEnv) zeroLatencyCPU() (name string, d drainResult, ok bool) {
 }
 
 // windowChat is the last row: the conversational tenants' publish-to-arrival
-// p99 beside a campaign, over the same alone, in interleaved runs.
+// p99 beside a campaign, over the same alone, in interleaved runs: the
+// median of each pair's ratio (a p99 of 500 jobs is their fifth largest,
+// and one scheduling hiccup in one run would decide a ratio of the pooled
+// p99s), with the pooled figures beside it.
 func (e *benchEnv) windowChat(ctx context.Context) (benchRow, error) {
 	name := fmt.Sprintf("window %d conversational tenants beside an %d/s campaign", windowChatTenants, windowChatRate)
-	pairs, steady := 2, 10*time.Second
+	pairs, steady := 3, 10*time.Second
 	if e.quick {
 		pairs, steady = 1, 3*time.Second
 	}
 	var alone, beside []time.Duration
 	lateAlone, lateBeside := 0, 0
-	var campaign []float64
+	var campaign, ratios []float64
 	for rep := range pairs {
+		var pair [2]time.Duration // p99 alone, beside
 		order := []bool{false, true}
 		if rep%2 == 1 {
 			order = []bool{true, false}
@@ -257,23 +261,28 @@ func (e *benchEnv) windowChat(ctx context.Context) (benchRow, error) {
 			if withCampaign {
 				beside, lateBeside = append(beside, r.chat...), lateBeside+r.chatLate
 				campaign = append(campaign, r.rate)
+				pair[1] = pct(r.chat, 99)
 			} else {
 				alone, lateAlone = append(alone, r.chat...), lateAlone+r.chatLate
+				pair[0] = pct(r.chat, 99)
 			}
 		}
+		ratios = append(ratios, float64(pair[1])/float64(max(pair[0], time.Microsecond)))
 	}
 	a99, b99 := pct(alone, 99), pct(beside, 99)
-	ratio := float64(b99) / float64(max(a99, time.Microsecond))
-	value := fmt.Sprintf("publish-to-arrival p99 %s beside vs %s alone, ratio %.2f (p50 %s vs %s; n=%d+%d); campaign %.1f/s",
-		benchDur(b99), benchDur(a99), ratio, benchDur(pct(beside, 50)), benchDur(pct(alone, 50)), len(beside), len(alone),
-		benchMedian(campaign))
+	ratio := benchMedian(ratios)
+	value := fmt.Sprintf("publish-to-arrival p99 ratio %.2f (median of %d interleaved pairs: %s); pooled p99 %s beside vs %s alone, "+
+		"p50 %s vs %s, n=%d+%d; campaign %.1f/s",
+		ratio, len(ratios), benchRatios(ratios), benchDur(b99), benchDur(a99), benchDur(pct(beside, 50)), benchDur(pct(alone, 50)),
+		len(beside), len(alone), benchMedian(campaign))
 	if lateAlone+lateBeside > 0 {
 		value += fmt.Sprintf("; never sent (counted with the wait for the backlog): %d beside, %d alone", lateBeside, lateAlone)
 	}
 	return benchRow{Measure: name, Value: value, Goal: "p99 ratio <= 1.5", Status: benchMet(ratio <= 1.5 && lateBeside+lateAlone == 0),
 		Numbers: map[string]float64{"p99MsBeside": benchMs(b99), "p99MsAlone": benchMs(a99), "p99Ratio": ratio,
 			"p50MsBeside": benchMs(pct(beside, 50)), "p50MsAlone": benchMs(pct(alone, 50)),
-			"jobsBeside": float64(len(beside)), "jobsAlone": float64(len(alone)), "campaignSendsPerSec": benchMedian(campaign)}}, nil
+			"jobsBeside": float64(len(beside)), "jobsAlone": float64(len(alone)), "campaignSendsPerSec": benchMedian(campaign),
+			"pooledP99Ratio": float64(b99) / float64(max(a99, time.Microsecond))}}, nil
 }
 
 // windowRecipient is the recipient of campaign job n of a campaign at rate
@@ -651,4 +660,13 @@ func windowArrivals(calls fakemeta.CallLog, phones map[string]bool) map[int]time
 		}
 	}
 	return arrived
+}
+
+// benchRatios lists ratios for a row's value: "1.21, 0.98, 1.40".
+func benchRatios(rs []float64) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return strings.Join(s, ", ")
 }
