@@ -68,13 +68,15 @@ func benchRouter(b *testing.B, n int) (*actor.RootContext, *actor.PID, chan stru
 	return system.Root, pid, settled
 }
 
-// benchBodies returns 64 bodies per tenant, with distinct internal ids.
+// benchBodies returns 64 bodies per tenant, with distinct internal ids and
+// recipients: jobs to one recipient wait behind each other (one send at a
+// time per recipient), and the benchmark would measure their deferrals.
 func benchBodies(tenants int) [][]byte {
 	out := make([][]byte, 0, 64*tenants)
 	for i := range 64 {
 		for t := range tenants {
 			out = append(out, fmt.Appendf(nil, `{"metadata":{"tenantId":"t%05d","internalId":"job-%d"},`+
-				`"wabaPayload":{"messaging_product":"whatsapp","to":"15551234567","type":"text","text":{"body":"hi"}}}`, t, i))
+				`"wabaPayload":{"messaging_product":"whatsapp","to":"1555%07d","type":"text","text":{"body":"hi"}}}`, t, i, i))
 		}
 	}
 	return out

@@ -399,7 +399,9 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 			st.recent = newIDCache(a.deps.DedupeSize)
 		}
 		st.recent.add(m.Job.InternalID, r.WAMID)
-		a.log.Info("message_delivered",
+		// LogAttrs: the one line of every job, without boxing each
+		// attribute into an interface (four allocations a job).
+		a.log.LogAttrs(a.deps.Context, slog.LevelInfo, "message_delivered",
 			slog.String("internalId", m.Job.InternalID),
 			slog.String("wamid", r.WAMID),
 			slog.Int64("duration", r.Duration.Milliseconds()),
@@ -445,7 +447,7 @@ func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, r
 			slog.Group("rateLimit", slog.Float64("available", max(0, stats.TokensAvailable)), slog.Int("max", stats.TokensMax)),
 			slog.Int64("delayMs", wait.Milliseconds()))
 	}
-	a.log.Log(a.deps.Context, level, event,
+	a.log.LogAttrs(a.deps.Context, level, event,
 		slog.String("internalId", m.Job.InternalID),
 		slog.String("reason", reason.String()),
 		slog.Int64("delayMs", wait.Milliseconds()),
