@@ -35,13 +35,18 @@ func TestIdleTenantIsPassivatedAndComesBackWithItsState(t *testing.T) {
 		return slog.New(slog.DiscardHandler)
 	}))
 	root := system.Root
+	var logs syncBuffer
 	router, err := root.SpawnNamed(NewRouterProps(Config{Tenants: []config.Tenant{tenant},
 		Tokens: map[string]whatsapp.TokenSource{"idle": benchToken("t")}, Sender: sender,
-		Broker: benchBroker(settled), PassivateAfter: 20 * time.Millisecond}), "router")
+		Broker: benchBroker(settled), PassivateAfter: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}), "router")
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = root.PoisonFuture(router).Wait()
 		system.Shutdown()
+		if t.Failed() {
+			t.Logf("worker log:\n%s", logs.Bytes())
+		}
 	})
 	deliver := func(internalID string) {
 		body := fmt.Appendf(nil, `{"metadata":{"tenantId":"idle","internalId":%q},`+
@@ -80,4 +85,28 @@ func TestIdleTenantIsPassivatedAndComesBackWithItsState(t *testing.T) {
 
 	require.Eventually(t, func() bool { return !list().Active }, 5*time.Second, 5*time.Millisecond,
 		"it passivates again")
+}
+
+// A listing while a passivated actor is still stopping shows the tenant as
+// its actor last reported it, not as a tenant that never started: the
+// window between the router's Stop and the actor's Terminated is short,
+// and a listing that fell into it showed no jobs sent and a full bucket.
+func TestListingWhileTheActorStopsShowsWhatItReported(t *testing.T) {
+	cfg := tenant("a")
+	deps := &Config{}
+	deps.withDefaults()
+	now := time.Now()
+	e := &tenantEntry{cfg: cfg}
+	assert.Equal(t, float64(cfg.RateLimit.Burst), e.inactiveInfo(now).TokensAvailable, "never started")
+
+	e.state = newTenantState(&e.cfg, benchToken("t"), "epoch", now, deps)
+	e.state.sent = 3
+	e.state.sched.Bucket().Allow(now)
+	reported := e.state.info(now, false)
+	e.stopping, e.stoppingInfo = &actor.PID{Id: "tenant-a"}, reported
+	assert.Equal(t, reported, e.inactiveInfo(now), "stopping: what the actor reported")
+	assert.EqualValues(t, 3, e.inactiveInfo(now).Sent)
+
+	e.stopping = nil
+	assert.EqualValues(t, 3, e.inactiveInfo(now).Sent, "passivated: read from the state")
 }

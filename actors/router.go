@@ -31,9 +31,12 @@ type tenantEntry struct {
 	// raced one (see passivate).
 	dispatched int64
 	// stopping is the passivated actor until its Terminated arrives;
-	// messages for the tenant wait in pending meanwhile.
-	stopping *actor.PID
-	pending  []pendingMsg
+	// messages for the tenant wait in pending meanwhile, and listings show
+	// stoppingInfo, what the actor reported when it asked to stop (the
+	// state is still its own until it has stopped).
+	stopping     *actor.PID
+	stoppingInfo messages.TenantInfo
+	pending      []pendingMsg
 }
 
 // pendingMsg is a message for a tenant whose passivated actor has not
@@ -118,7 +121,7 @@ func (r *router) Receive(ctx actor.Context) {
 // are kept), so every tenant starts a new actor on its next message.
 func (r *router) started(ctx actor.Context) {
 	for _, e := range r.tenants {
-		e.pid, e.stopping = nil, nil
+		e.pid, e.stopping, e.stoppingInfo = nil, nil, messages.TenantInfo{}
 		if e.state != nil {
 			e.dispatched = e.state.received
 		}
@@ -156,7 +159,10 @@ func (r *router) recoverMessage(ctx actor.Context) {
 // actor's own memory (mailbox, context, logger): about 1.3 KB a tenant.
 type passivate struct {
 	pid      *actor.PID
-	received int64 // Dispatch messages the actor had handled when it asked
+	received int64 // counted messages the actor had handled when it asked
+	// info is the tenant as the actor saw it then, shown by listings
+	// while it stops.
+	info messages.TenantInfo
 }
 
 // passivate stops an idle tenant's actor unless a job was sent to it after
@@ -166,7 +172,7 @@ func (r *router) passivate(ctx actor.Context, msg *passivate) {
 	if !ok || e.pid == nil || !e.pid.Equal(msg.pid) || e.dispatched != msg.received {
 		return
 	}
-	e.pid, e.stopping = nil, msg.pid
+	e.pid, e.stopping, e.stoppingInfo = nil, msg.pid, msg.info
 	ctx.Stop(msg.pid)
 }
 
@@ -181,7 +187,7 @@ func (r *router) terminated(ctx actor.Context, who *actor.PID) {
 	if e.stopping == nil || !e.stopping.Equal(who) {
 		return
 	}
-	e.stopping = nil
+	e.stopping, e.stoppingInfo = nil, messages.TenantInfo{}
 	pending := e.pending
 	e.pending = nil
 	for _, p := range pending {
@@ -310,11 +316,15 @@ func (r *router) countDeadLetter(ctx actor.Context, e *tenantEntry) {
 // dead-lettered one of its jobs (an invalid one).
 type deadLetteredByRouter struct{}
 
-// counted reports whether msg changes the tenant's state, so that a
-// passivation request that raced it must be declined (see passivate).
+// counted reports whether msg is one the tenant's actor must handle: a
+// job, a count, or an admin question or command. A passivation request
+// that raced one must be declined (see passivate): a stopping actor never
+// handles what is left in its mailbox, so a pause would be lost and a
+// listing would wait AskTimeout for an answer.
 func counted(msg any) bool {
 	switch msg.(type) {
-	case *messages.Dispatch, *deadLetteredByRouter:
+	case *messages.Dispatch, *deadLetteredByRouter,
+		*messages.GetTenant, *messages.ResetBreaker, *messages.PauseTenant, *messages.ResumeTenant:
 		return true
 	}
 	return false
@@ -347,15 +357,10 @@ func (r *router) listTenants(ctx actor.Context) {
 	for _, id := range r.ids {
 		e := r.tenants[id]
 		if e.pid == nil {
-			if e.state != nil && e.stopping == nil {
-				// Passivated: no actor touches the state until the next
-				// one starts, so the router may read it.
-				infos = append(infos, e.state.info(now, false))
-				continue
-			}
-			infos = append(infos, idleInfo(e, now))
+			infos = append(infos, e.inactiveInfo(now))
 			continue
 		}
+		e.dispatched++ // counted: see passivate
 		asks = append(asks, ask{id, root.RequestFuture(e.pid, &messages.GetTenant{TenantID: id}, AskTimeout)})
 	}
 	go func() {
@@ -378,6 +383,22 @@ func (r *router) listTenants(ctx actor.Context) {
 		})
 		root.Send(sender, &messages.TenantList{Tenants: infos})
 	}()
+}
+
+// inactiveInfo is the listing of a tenant without a running actor. A
+// passivated tenant's state is read directly: no actor touches it until
+// the next one starts. While its actor is still stopping, the state is
+// that actor's, and the listing shows what it reported when it asked to
+// stop (a listing in that window used to show a never-started tenant:
+// no jobs sent, a full bucket).
+func (e *tenantEntry) inactiveInfo(now time.Time) messages.TenantInfo {
+	switch {
+	case e.stopping != nil:
+		return e.stoppingInfo
+	case e.state != nil:
+		return e.state.info(now, false)
+	}
+	return idleInfo(e, now)
 }
 
 func idleInfo(e *tenantEntry, now time.Time) messages.TenantInfo {

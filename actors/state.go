@@ -47,7 +47,8 @@ type TenantState struct {
 	lastErrorAt                               time.Time
 
 	recent *idCache
-	// received counts Dispatch messages handled, for passivation;
+	// received counts the router's counted messages handled (jobs, admin
+	// questions and commands), for passivation;
 	// lastActive is when a job last came or a send ended; idleGen numbers
 	// the actor incarnations' idle checks.
 	received   int64

@@ -69,18 +69,22 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.st.received++
 		a.st.deadLettered++
 	case *messages.GetTenant:
+		a.receivedAdmin(ctx)
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
+		a.receivedAdmin(ctx)
 		now := time.Now()
 		if tr := a.st.sched.Breaker().Reset(now); tr.Changed() {
 			a.logTransition(tr, now)
 		}
 		ctx.Respond(a.info())
 	case *messages.PauseTenant:
+		a.receivedAdmin(ctx)
 		a.st.paused = true
 		a.log.Info("tenant_paused")
 		ctx.Respond(a.info())
 	case *messages.ResumeTenant:
+		a.receivedAdmin(ctx)
 		a.st.paused = false
 		a.st.quarantine.Lift()
 		a.log.Info("tenant_resumed")
@@ -233,7 +237,19 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 	// No check stays armed: a stopped actor's timer would only reach a
 	// dead letter. If the router declines (a job is on its way), that job
 	// arms the next check.
-	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received})
+	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received, info: st.info(now, false)})
+}
+
+// receivedAdmin counts an admin question or command (see counted). It is
+// not activity: watching a tenant must not keep it from being passivated.
+// But a passivation request it raced was declined, so an idle check must
+// be armed again; it passivates the tenant PassivateAfter after its last
+// job, or at the check after that.
+func (a *tenantActor) receivedAdmin(ctx actor.Context) {
+	a.st.received++
+	if a.deps.PassivateAfter > 0 && !a.st.idleArmed {
+		a.armIdleCheck(ctx, a.deps.PassivateAfter)
+	}
 }
 
 // touch records activity and makes sure an idle check is armed.

@@ -5,6 +5,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -47,4 +48,34 @@ func TestIdleTenantActorStopsAfterPassivateAfterAndItsStateSurvives(t *testing.T
 		h.advanceTo(2 * DefaultPassivateAfter)
 		assert.False(t, h.listed("idle").Active, "it passivates again")
 	})
+}
+
+// An admin command that reaches a tenant's actor just as it asks to be
+// passivated is handled, not lost with the stopping actor's mailbox: the
+// router counts it like a job and declines a passivation request that did
+// not see it. Here the request is the actor's own, sent to the router
+// right behind the pause, as when the idle check fires while the pause is
+// on its way; before admin messages were counted, the router stopped the
+// actor and the pause went down with its mailbox whenever the actor had
+// not handled it yet.
+func TestPauseRacingPassivationIsNotLost(t *testing.T) {
+	for run := range 20 {
+		synctest.Test(t, func(t *testing.T) {
+			h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}})
+			h.publish("a", "j1")
+			h.settle()
+			pid := actor.NewPID(h.root.ActorSystem().Address(), h.router.Id+"/tenant-a")
+			pause := h.root.RequestFuture(h.router, &messages.PauseTenant{TenantID: "a"}, AskTimeout)
+			h.root.Send(h.router, &passivate{pid: pid, received: 1}) // it had handled j1
+			res, err := pause.Result()
+			require.NoError(t, err, "run %d: the pause was answered", run)
+			assert.True(t, res.(*messages.TenantInfo).Paused, "run %d", run)
+			h.settle()
+			assert.True(t, h.listed("a").Paused, "run %d: the pause stays", run)
+			h.advanceTo(3 * DefaultPassivateAfter)
+			info := h.listed("a")
+			assert.False(t, info.Active, "run %d: passivated at a later check", run)
+			assert.True(t, info.Paused, "run %d", run)
+		})
+	}
 }
