@@ -122,20 +122,26 @@ func TestWindowIsCutOnThrottlingServerErrorsAndTimeouts(t *testing.T) {
 	}
 }
 
+// failFirstCallOf answers every call after delay, the first call of job id
+// with HTTP 500 (a transient error: the job is retried).
+func failFirstCallOf(id string, delay time.Duration) metaFunc {
+	failed := false
+	return func(c call) reply {
+		if c.InternalID == id && !failed {
+			failed = true
+			return reply{Delay: delay, Err: errTransient}
+		}
+		return reply{Delay: delay}
+	}
+}
+
 // A tenant's jobs to one recipient reach Meta one at a time, in publish
 // order, through a retry of the first: the later ones wait behind it.
 // Other recipients' jobs are sent meanwhile.
 func TestJobsToOneRecipientAreSentOneAtATimeInOrderThroughRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startHarness(t, Config{Tenants: []config.Tenant{numberTenant("a")}, Prefetch: 100})
-		failed := false
-		h.answer(func(c call) reply {
-			if c.InternalID == "x1" && !failed {
-				failed = true
-				return reply{Delay: 100 * time.Millisecond, Err: errTransient}
-			}
-			return reply{Delay: 100 * time.Millisecond}
-		})
+		h.answer(failFirstCallOf("x1", 100*time.Millisecond))
 		h.publish("a", "warm") // the window opens once a latency is known
 		h.advance(time.Second)
 		t0 := h.now()
@@ -414,14 +420,7 @@ func TestManyThrottledAnswersInFlightHalveTheRateOnce(t *testing.T) {
 func TestFollowerComesBackAfterTheDeferredHeadIsAnswered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startHarness(t, Config{Tenants: []config.Tenant{numberTenant("a")}, Prefetch: 100})
-		failed := false
-		h.answer(func(c call) reply {
-			if c.InternalID == "x1" && !failed {
-				failed = true
-				return reply{Delay: 100 * time.Millisecond, Err: errTransient}
-			}
-			return reply{Delay: 100 * time.Millisecond}
-		})
+		h.answer(failFirstCallOf("x1", 100*time.Millisecond))
 		h.publish("a", "warm")
 		h.advance(time.Second)
 		const x = "15550000001"
