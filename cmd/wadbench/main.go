@@ -18,11 +18,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/wadispatch/wadispatch/bench"
 	"github.com/wadispatch/wadispatch/config"
+	"github.com/wadispatch/wadispatch/worker"
 )
 
 // Exit codes, as wadispatch's.
@@ -33,18 +32,9 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// A second signal exits at once; the bench's queues are named
-	// bench.*.<random>, so a leftover one never disturbs the next run.
-	go func() {
-		<-ctx.Done()
-		stop()
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
-		fmt.Fprintln(os.Stderr, "wadbench: second signal, exiting now")
-		os.Exit(exitFailed)
-	}()
+	// The bench's queues are named bench.*.<random>, so one left by a
+	// second signal never disturbs the next run.
+	ctx := worker.SignalContext("wadbench", exitFailed)
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 

@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/wadispatch/wadispatch/config"
 	"github.com/wadispatch/wadispatch/demo"
@@ -39,18 +37,7 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// A second signal exits at once: unacked jobs go back to the queue when
-	// the connections drop, so nothing is lost.
-	go func() {
-		<-ctx.Done()
-		stop()
-		again := make(chan os.Signal, 1)
-		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-		<-again
-		fmt.Fprintln(os.Stderr, "wadispatch: second signal, exiting now")
-		os.Exit(exitFailed)
-	}()
+	ctx := worker.SignalContext("wadispatch", exitFailed)
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
