@@ -24,7 +24,7 @@ func TestListingWhileTheActorStopsShowsWhatItReported(t *testing.T) {
 	e.state.sent = 3
 	e.state.sched.Bucket().Allow(now)
 	reported := e.state.info(now, false)
-	e.stopping, e.stoppingInfo = &actor.PID{Id: "tenant-a"}, reported
+	e.stopping, e.stoppingInfo = &actor.PID{Id: "tenant-a"}, &reported
 	assert.Equal(t, reported, e.inactiveInfo(now), "stopping: what the actor reported")
 	assert.EqualValues(t, 3, e.inactiveInfo(now).Sent)
 

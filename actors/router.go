@@ -33,9 +33,10 @@ type tenantEntry struct {
 	// stopping is the passivated actor until its Terminated arrives;
 	// messages for the tenant wait in pending meanwhile, and listings show
 	// stoppingInfo, what the actor reported when it asked to stop (the
-	// state is still its own until it has stopped).
+	// state is still its own until it has stopped). A pointer: every
+	// configured tenant has an entry, and only a stopping one needs it.
 	stopping     *actor.PID
-	stoppingInfo messages.TenantInfo
+	stoppingInfo *messages.TenantInfo
 	pending      []pendingMsg
 }
 
@@ -121,7 +122,7 @@ func (r *router) Receive(ctx actor.Context) {
 // are kept), so every tenant starts a new actor on its next message.
 func (r *router) started(ctx actor.Context) {
 	for _, e := range r.tenants {
-		e.pid, e.stopping, e.stoppingInfo = nil, nil, messages.TenantInfo{}
+		e.pid, e.stopping, e.stoppingInfo = nil, nil, nil
 		if e.state != nil {
 			e.dispatched = e.state.received
 		}
@@ -162,7 +163,7 @@ type passivate struct {
 	received int64 // counted messages the actor had handled when it asked
 	// info is the tenant as the actor saw it then, shown by listings
 	// while it stops.
-	info messages.TenantInfo
+	info *messages.TenantInfo
 }
 
 // passivate stops an idle tenant's actor unless a job was sent to it after
@@ -187,7 +188,7 @@ func (r *router) terminated(ctx actor.Context, who *actor.PID) {
 	if e.stopping == nil || !e.stopping.Equal(who) {
 		return
 	}
-	e.stopping, e.stoppingInfo = nil, messages.TenantInfo{}
+	e.stopping, e.stoppingInfo = nil, nil
 	pending := e.pending
 	e.pending = nil
 	for _, p := range pending {
@@ -394,7 +395,10 @@ func (r *router) listTenants(ctx actor.Context) {
 func (e *tenantEntry) inactiveInfo(now time.Time) messages.TenantInfo {
 	switch {
 	case e.stopping != nil:
-		return e.stoppingInfo
+		if e.stoppingInfo != nil {
+			return *e.stoppingInfo
+		}
+		return idleInfo(e, now)
 	case e.state != nil:
 		return e.state.info(now, false)
 	}

@@ -237,7 +237,8 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 	// No check stays armed: a stopped actor's timer would only reach a
 	// dead letter. If the router declines (a job is on its way), that job
 	// arms the next check.
-	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received, info: st.info(now, false)})
+	info := st.info(now, false)
+	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received, info: &info})
 }
 
 // receivedAdmin counts an admin question or command (see counted). It is
