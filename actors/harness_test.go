@@ -90,7 +90,7 @@ type harness struct {
 	router   *actor.PID
 	broker   *testkit.FakeBroker
 	sender   *testkit.FakeSender
-	log      *syncBuffer
+	log      *testkit.SyncBuffer
 	cancel   context.CancelFunc
 	stopping atomic.Bool
 
@@ -109,7 +109,7 @@ type harness struct {
 // (so retry times are exact). Cleanup stops it all (see stop).
 func startHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	h := &harness{t: t, t0: time.Now(), log: &syncBuffer{}, phones: map[string]string{}}
+	h := &harness{t: t, t0: time.Now(), log: &testkit.SyncBuffer{}, phones: map[string]string{}}
 	h.meta = func(call) reply { return reply{} }
 	for _, tn := range cfg.Tenants {
 		h.phones[tn.PhoneNumberID] = tn.ID
@@ -520,23 +520,4 @@ func (h *harness) deferReasons(internalID string) []string {
 func header(m broker.Message, key string) int64 {
 	v, _ := m.Publishing.Headers[key].(int64)
 	return v
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines and the
-// test's reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/wadispatch/wadispatch/admin"
 	"github.com/wadispatch/wadispatch/messages"
+	"github.com/wadispatch/wadispatch/testkit"
 )
 
 const testToken = "adm-7f3e9c1b5d2a4e6f8091"
@@ -332,7 +332,7 @@ func TestMetricsNotConfigured(t *testing.T) {
 }
 
 func TestTenantsThatDoNotAnswer(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	const reason = "tenant actor did not answer within 100ms"
 	_, base := startServer(t, admin.Options{Tenants: silentTenants(reason), Logger: logger})
@@ -356,7 +356,7 @@ func TestTenantsThatDoNotAnswer(t *testing.T) {
 }
 
 func TestUnexpectedErrorIs500(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	odd := &fakeTenants{
 		ListFn: func(context.Context) ([]messages.TenantInfo, error) {
@@ -432,7 +432,7 @@ func TestQuestionsGetTheRequestContextAndID(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "m 1\n") })
 	_, base := startServer(t, admin.Options{Token: testToken, Metrics: metrics, Logger: logger, Ready: func() bool { return true }})
@@ -493,24 +493,6 @@ func TestAuth(t *testing.T) {
 		assert.Contains(t, logs.String(), "admin_listening", "the logger was used")
 		assert.Contains(t, logs.String(), `"command":"pause","tenantId":"acme"`, "commands are audited")
 	})
-}
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
 
 func TestNew(t *testing.T) {

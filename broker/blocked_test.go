@@ -1,11 +1,9 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"github.com/wadispatch/wadispatch/testkit"
 )
 
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A broker resource alarm (connection.blocked) must neither hang a
 // settlement nor lose its job: the publish gives up after the confirm
 // timeout, the delivery goes back to the queue (acks run on the consumer's
@@ -43,7 +23,7 @@ func (b *lockedBuffer) String() string {
 func TestResourceAlarmBoundsPublishesAndLosesNothing(t *testing.T) {
 	node := testkit.StartRabbitNode(t)
 	topo := broker.NewTopology("alarm.jobs", "alarm.results")
-	logs := &lockedBuffer{}
+	logs := &testkit.SyncBuffer{}
 	b, err := broker.Dial(context.Background(), broker.Options{URL: node.URL(), Topology: topo, Prefetch: 10,
 		ConfirmTimeout: 2 * time.Second, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	require.NoError(t, err)

@@ -37,7 +37,7 @@ type harness struct {
 	worker  *worker.Worker
 	conn    *amqp.Connection // the test's own, for ch
 	ch      *amqp.Channel
-	logs    *syncBuffer
+	logs    *testkit.SyncBuffer
 	tenants map[string]testTenant
 	stop    func()
 }
@@ -70,7 +70,7 @@ func defaultTenants(n int) []testTenant {
 // when the test ends.
 func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *harness {
 	tb.Helper()
-	h := &harness{tb: tb, fake: testkit.StartFakeMeta(tb), topo: testkit.Topology(tb), logs: &syncBuffer{},
+	h := &harness{tb: tb, fake: testkit.StartFakeMeta(tb), topo: testkit.Topology(tb), logs: &testkit.SyncBuffer{},
 		tenants: map[string]testTenant{}}
 	defaults := opts.Defaults
 	if defaults == "" {
@@ -215,24 +215,6 @@ func (h *harness) checkLogs() {
 			assert.Contains(h.tb, m, k, "log line %d lacks %q: %s", i, k, line)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // events returns the parsed log lines whose event is name.

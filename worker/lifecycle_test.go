@@ -255,7 +255,7 @@ func startNodeWorker(t *testing.T, node *testkit.RabbitNode, tenants []testTenan
 // the command line of such a process: the binary, then its flags.
 func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harness, []string) {
 	t.Helper()
-	h := &harness{tb: t, fake: testkit.StartFakeMeta(t), topo: testkit.Topology(t), logs: &syncBuffer{},
+	h := &harness{tb: t, fake: testkit.StartFakeMeta(t), topo: testkit.Topology(t), logs: &testkit.SyncBuffer{},
 		tenants: map[string]testTenant{}, stop: func() {}}
 	dir := t.TempDir()
 	for i := range tenants {
@@ -285,7 +285,7 @@ func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harne
 type workerProcess struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	exited chan struct{}
 	err    error
 }
@@ -295,7 +295,7 @@ type workerProcess struct {
 // kills it if the test ends first.
 func startProcess(t *testing.T, h *harness, args []string) *workerProcess {
 	t.Helper()
-	p := &workerProcess{t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &workerProcess{t: t, stderr: &testkit.SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(args[0], append([]string{"run"}, args[1:]...)...)
 	p.cmd.Env = os.Environ()
 	p.cmd.Stdout, p.cmd.Stderr = h.logs, p.stderr
