@@ -321,7 +321,8 @@ type deadLetteredByRouter struct{}
 // job, a count, or an admin question or command. A passivation request
 // that raced one must be declined (see passivate): a stopping actor never
 // handles what is left in its mailbox, so a pause would be lost and a
-// listing would wait AskTimeout for an answer.
+// listing would wait AskTimeout for an answer. The router counts what it
+// sends, the actor what it handles, both with this one list.
 func counted(msg any) bool {
 	switch msg.(type) {
 	case *messages.Dispatch, *deadLetteredByRouter,

@@ -36,6 +36,9 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 func (a *tenantActor) Receive(ctx actor.Context) {
 	defer a.noteCrash()
 	defer a.reportHeld()
+	if counted(ctx.Message()) {
+		a.st.received++ // the router counted it too (see passivate)
+	}
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		if a.deps.PassivateAfter > 0 {
@@ -50,7 +53,6 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		a.handBack()
 	case *messages.Dispatch:
-		a.st.received++
 		a.touch(ctx)
 		a.st.current = msg
 		a.dispatch(ctx, msg)
@@ -66,25 +68,24 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 	case *stallCheck:
 		a.releaseIfStalled(ctx, msg)
 	case *deadLetteredByRouter:
-		a.st.received++
 		a.st.deadLettered++
 	case *messages.GetTenant:
-		a.receivedAdmin(ctx)
+		a.keepIdleCheck(ctx)
 		ctx.Respond(a.info())
 	case *messages.ResetBreaker:
-		a.receivedAdmin(ctx)
+		a.keepIdleCheck(ctx)
 		now := time.Now()
 		if tr := a.st.sched.Breaker().Reset(now); tr.Changed() {
 			a.logTransition(tr, now)
 		}
 		ctx.Respond(a.info())
 	case *messages.PauseTenant:
-		a.receivedAdmin(ctx)
+		a.keepIdleCheck(ctx)
 		a.st.paused = true
 		a.log.Info("tenant_paused")
 		ctx.Respond(a.info())
 	case *messages.ResumeTenant:
-		a.receivedAdmin(ctx)
+		a.keepIdleCheck(ctx)
 		a.st.paused = false
 		a.st.quarantine.Lift()
 		a.log.Info("tenant_resumed")
@@ -241,13 +242,12 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 	ctx.Send(ctx.Parent(), &passivate{pid: ctx.Self(), received: st.received, info: &info})
 }
 
-// receivedAdmin counts an admin question or command (see counted). It is
-// not activity: watching a tenant must not keep it from being passivated.
-// But a passivation request it raced was declined, so an idle check must
-// be armed again; it passivates the tenant PassivateAfter after its last
-// job, or at the check after that.
-func (a *tenantActor) receivedAdmin(ctx actor.Context) {
-	a.st.received++
+// keepIdleCheck is called for an admin question or command. It is not
+// activity: watching a tenant must not keep it from being passivated. But
+// a passivation request it raced was declined, so an idle check must be
+// armed again; it passivates the tenant PassivateAfter after its last job,
+// or at the check after that.
+func (a *tenantActor) keepIdleCheck(ctx actor.Context) {
 	if a.deps.PassivateAfter > 0 && !a.st.idleArmed {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter)
 	}
