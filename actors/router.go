@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -185,6 +184,7 @@ func (r *router) terminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(r.byPID, who.Id)
+	ctx.Send(who, forgetProcess{})
 	if e.stopping == nil || !e.stopping.Equal(who) {
 		return
 	}
@@ -195,6 +195,18 @@ func (r *router) terminated(ctx actor.Context, who *actor.PID) {
 		r.sendToTenant(ctx, e, p.msg, p.sender)
 	}
 }
+
+// forgetProcess is sent to a tenant actor that has terminated, for what
+// sending does on the way: a PID caches its process, and sending to a
+// dead one clears that cache (the message itself goes to the dead
+// letters, unlogged). The router's set of children keeps the PIDs of
+// stopped children in its backing array (protoactor's PIDSet.Remove
+// truncates without clearing), and each would otherwise keep its whole
+// stopped actor reachable: mailbox, context, logger — about a kilobyte
+// per passivated tenant.
+type forgetProcess struct{}
+
+func (forgetProcess) IgnoreDeadLetterLogging() {}
 
 // sendToTenant sends msg to the tenant's actor, starting it if needed, or
 // keeps it while a passivated actor is still stopping. A sender makes it a
@@ -341,21 +353,17 @@ func (r *router) forwardAdmin(ctx actor.Context, id string) {
 	r.sendToTenant(ctx, e, ctx.Message(), ctx.Sender())
 }
 
-// listTenants asks every active tenant for its state, off the router's
-// mailbox, and answers with configured-but-idle tenants filled in.
+// listTenants answers with every configured tenant: the idle ones from
+// their entries here, the running ones from their actors, asked by a
+// lister off the router's mailbox.
 func (r *router) listTenants(ctx actor.Context) {
 	sender := ctx.Sender()
 	if sender == nil {
 		return
 	}
-	root := ctx.ActorSystem().Root
 	now := time.Now()
-	type ask struct {
-		id     string
-		future *actor.Future
-	}
 	infos := make([]messages.TenantInfo, 0, len(r.ids))
-	var asks []ask
+	asks := make(map[string]*actor.PID)
 	for _, id := range r.ids {
 		e := r.tenants[id]
 		if e.pid == nil {
@@ -363,28 +371,9 @@ func (r *router) listTenants(ctx actor.Context) {
 			continue
 		}
 		e.dispatched++ // counted: see passivate
-		asks = append(asks, ask{id, root.RequestFuture(e.pid, &messages.GetTenant{TenantID: id}, AskTimeout)})
+		asks[id] = e.pid
 	}
-	go func() {
-		for _, a := range asks {
-			res, err := a.future.Result()
-			if info, ok := res.(*messages.TenantInfo); ok && err == nil {
-				infos = append(infos, *info)
-				continue
-			}
-			infos = append(infos, messages.TenantInfo{ID: a.id, Active: true, LastError: "no answer from tenant actor"})
-		}
-		slices.SortFunc(infos, func(a, b messages.TenantInfo) int {
-			switch {
-			case a.ID < b.ID:
-				return -1
-			case a.ID > b.ID:
-				return 1
-			}
-			return 0
-		})
-		root.Send(sender, &messages.TenantList{Tenants: infos})
-	}()
+	ctx.ActorSystem().Root.Spawn(newListerProps(infos, asks, sender, AskTimeout))
 }
 
 // inactiveInfo is the listing of a tenant without a running actor. A

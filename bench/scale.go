@@ -230,7 +230,7 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 	}, nil
 }
 
-// memNow returns heap in use and RSS after a full collection that returns
+// writeHeapProfile writes the heap profile (in-use space) to path.
 func writeHeapProfile(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -243,7 +243,8 @@ func writeHeapProfile(path string) error {
 	return f.Close()
 }
 
-// free memory to the OS, and the number of goroutines.
+// scaleMemNow returns heap in use and RSS after a full collection that
+// returns free memory to the OS, and the number of goroutines.
 func scaleMemNow() (heap, rss uint64, goroutines int) {
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -252,7 +253,7 @@ func scaleMemNow() (heap, rss uint64, goroutines int) {
 	return m.HeapInuse, scaleRSS(), runtime.NumGoroutine()
 }
 
-// residentBytes reads the resident set size from /proc/self/statm (0 where
+// scaleRSS reads the resident set size from /proc/self/statm (0 where
 // there is none).
 func scaleRSS() uint64 {
 	b, err := os.ReadFile("/proc/self/statm")
