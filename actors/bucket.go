@@ -41,6 +41,13 @@ func NewBucket(perMinute float64, burst int, now time.Time) *Bucket {
 	}
 }
 
+// Empty takes every token available at now (reservations stay): the bucket
+// refills from nothing, as if its burst had just been spent.
+func (b *Bucket) Empty(now time.Time) {
+	b.advance(now)
+	b.tokens = min(b.tokens, 0)
+}
+
 // Available reports the tokens at now after refill; a negative count means
 // reservations are outstanding. It does not change the bucket.
 func (b *Bucket) Available(now time.Time) float64 {

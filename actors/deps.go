@@ -28,6 +28,15 @@ type Broker interface {
 
 var _ Broker = (*broker.Broker)(nil)
 
+// Sharding is how the router finds a tenant's shard and moves a job there;
+// the broker implements it.
+type Sharding interface {
+	ShardOf(tenantID string) int
+	MoveMessage(d messages.Delivery, shard int) broker.Message
+}
+
+var _ Sharding = (*broker.Broker)(nil)
+
 // Config is everything the router and its tenant actors need.
 type Config struct {
 	Tenants []config.Tenant
@@ -67,7 +76,16 @@ type Config struct {
 	// new actor on it.
 	PassivateAfter time.Duration
 
-	pool *pool // runs sends and settlements; started by NewRouterProps
+	// Shards, when set, splits the tenants into shards, each owned by one
+	// worker at a time: the router moves a job from the intake (or from
+	// a shard it does not belong to) to its tenant's shard, answers for a
+	// tenant of a shard it does not own that another worker owns it, and
+	// starts a tenant of a shard it has just acquired with an empty
+	// bucket (messages.ShardsChanged). Nil: every delivery is dispatched.
+	Shards Sharding
+
+	pool  *pool  // runs sends and settlements; started by NewRouterProps
+	lanes *lanes // runs the moves of the intake, in order per shard
 	// held counts the deliveries every tenant holds (waiting or sending),
 	// for Prefetch's sharing rule; each tenant adds what it changes.
 	held *atomic.Int64
@@ -83,6 +101,13 @@ type Observer interface {
 	Deferred(tenantID, reason string)
 	SendLatency(tenantID string, d time.Duration)
 	TenantRestarted(tenantID string)
+}
+
+// MoveObserver, when the Observer implements it too, counts the jobs the
+// router moved to their shards: reason "intake", or "misrouted" for a job
+// found in a shard its tenant does not belong to.
+type MoveObserver interface {
+	JobMoved(reason string)
 }
 
 type nopObserver struct{}

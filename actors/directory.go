@@ -88,6 +88,8 @@ func (d Directory) tenant(ctx context.Context, msg any) (messages.TenantInfo, er
 		return *res, nil
 	case *messages.TenantNotFound:
 		return messages.TenantInfo{}, res
+	case *messages.TenantElsewhere:
+		return messages.TenantInfo{}, res
 	}
 	return messages.TenantInfo{}, fmt.Errorf("unexpected answer %T", res)
 }

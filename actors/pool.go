@@ -59,3 +59,47 @@ func (p *pool) Close() {
 	p.once.Do(func() { close(p.done) })
 	p.wg.Wait()
 }
+
+// lanes runs tasks in order within a lane, one at a time, and the lanes side
+// by side on a pool: the intake's moves to one shard are published in the
+// order the jobs came, while moves to other shards need not wait for them.
+type lanes struct {
+	p       *pool
+	mu      sync.Mutex
+	queues  [][]func()
+	running []bool
+}
+
+func newLanes(p *pool, n int) *lanes {
+	return &lanes{p: p, queues: make([][]func(), n), running: make([]bool, n)}
+}
+
+// Go queues task on lane (modulo the number of lanes).
+func (l *lanes) Go(lane int, task func()) {
+	i := lane % len(l.queues)
+	l.mu.Lock()
+	l.queues[i] = append(l.queues[i], task)
+	if l.running[i] {
+		l.mu.Unlock()
+		return
+	}
+	l.running[i] = true
+	l.mu.Unlock()
+	l.p.Go(func() { l.drain(i) })
+}
+
+func (l *lanes) drain(i int) {
+	for {
+		l.mu.Lock()
+		if len(l.queues[i]) == 0 {
+			l.running[i] = false
+			l.mu.Unlock()
+			return
+		}
+		task := l.queues[i][0]
+		l.queues[i][0] = nil
+		l.queues[i] = l.queues[i][1:]
+		l.mu.Unlock()
+		task()
+	}
+}

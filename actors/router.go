@@ -37,6 +37,12 @@ type tenantEntry struct {
 	stopping     *actor.PID
 	stoppingInfo *messages.TenantInfo
 	pending      []pendingMsg
+	// shard is the tenant's shard (0 without shards); startEmpty makes
+	// its state, when first created, start with an empty bucket: its
+	// shard was acquired, and the worker that owned it before may have
+	// just spent the tenant's burst.
+	shard      int32
+	startEmpty bool
 }
 
 // pendingMsg is a message for a tenant whose passivated actor has not
@@ -54,6 +60,8 @@ type routerState struct {
 	epoch   string
 	tenants map[string]*tenantEntry
 	ids     []string // sorted
+	// owned are the shards this worker owns (with Config.Shards).
+	owned map[int]bool
 }
 
 // router is one incarnation of the router actor. Supervision makes a new
@@ -76,10 +84,15 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps := &cfg
 	deps.withDefaults()
 	deps.pool = newPool(max(16, 2*deps.Prefetch))
+	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
-	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}}
+	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{}}
 	for _, t := range cfg.Tenants {
-		st.tenants[t.ID] = &tenantEntry{cfg: t}
+		e := &tenantEntry{cfg: t}
+		if deps.Shards != nil {
+			e.shard = int32(deps.Shards.ShardOf(t.ID))
+		}
+		st.tenants[t.ID] = e
 		st.ids = append(st.ids, t.ID)
 	}
 	sort.Strings(st.ids)
@@ -101,6 +114,8 @@ func (r *router) Receive(ctx actor.Context) {
 		r.deliver(ctx, msg)
 	case *messages.ListTenants:
 		r.listTenants(ctx)
+	case *messages.ShardsChanged:
+		r.shardsChanged(ctx, msg)
 	case *messages.GetTenant:
 		r.forwardAdmin(ctx, msg.TenantID)
 	case *messages.ResetBreaker:
@@ -245,7 +260,74 @@ func (r *router) deliver(ctx actor.Context, msg *messages.Deliver) {
 			&messages.Identity{TenantID: job.TenantID, InternalID: job.InternalID, Metadata: job.Metadata})
 		return
 	}
+	if r.deps.Shards != nil && (msg.Intake || msg.Shard != int(e.shard)) {
+		r.move(msg, job, int(e.shard))
+		return
+	}
 	r.sendToTenant(ctx, e, &messages.Dispatch{Job: job, Delivery: msg.Delivery, State: messages.ReadJobState(msg.Headers)}, nil)
+}
+
+// moveLanes is how many moves of the intake may be confirmed at a time (in
+// order within each lane, shard modulo moveLanes).
+const moveLanes = 8
+
+// move publishes a job to its tenant's shard with a confirm and then acks
+// it: a job from the intake, or one a producer published to another shard
+// (whose owner would otherwise hold a second state of its tenant).
+func (r *router) move(msg *messages.Deliver, job messages.Job, shard int) {
+	reason := "intake"
+	if !msg.Intake {
+		reason = "misrouted"
+		r.deps.Logger.Warn("job_rerouted", slog.String("tenantId", job.TenantID), slog.String("internalId", job.InternalID),
+			slog.Int("fromShard", msg.Shard), slog.Int("shard", shard))
+	}
+	if o, ok := r.deps.Observer.(MoveObserver); ok {
+		o.JobMoved(reason)
+	}
+	d, m := msg.Delivery, r.deps.Shards.MoveMessage(msg.Delivery, shard)
+	b, work, log := r.deps.Broker, r.deps.Context, r.deps.Logger
+	r.deps.lanes.Go(shard, func() {
+		if err := b.Settle(work, d, m); err != nil {
+			log.Error("move_failed", slog.Int("shard", shard), slog.String("error", err.Error()))
+		}
+	})
+}
+
+// shardsChanged records what this worker owns. The tenants of a shard just
+// acquired get an empty bucket: the worker that owned it before may have
+// spent their burst a moment ago.
+func (r *router) shardsChanged(ctx actor.Context, msg *messages.ShardsChanged) {
+	owned := make(map[int]bool, len(msg.Owned))
+	for _, s := range msg.Owned {
+		owned[s] = true
+	}
+	r.owned = owned
+	if !msg.Acquired {
+		return
+	}
+	now := time.Now()
+	for _, id := range r.ids {
+		e := r.tenants[id]
+		if int(e.shard) != msg.Shard {
+			continue
+		}
+		switch {
+		case e.state == nil:
+			e.startEmpty = true
+		case e.pid != nil || e.stopping != nil:
+			r.sendToTenant(ctx, e, &emptyBucket{}, nil)
+		default:
+			e.state.sched.Bucket().Empty(now)
+		}
+	}
+}
+
+// emptyBucket tells a tenant's actor that its shard was just acquired.
+type emptyBucket struct{}
+
+// elsewhere reports whether e's shard is owned by another worker.
+func (r *router) elsewhere(e *tenantEntry) bool {
+	return r.deps.Shards != nil && !r.owned[int(e.shard)]
 }
 
 // spawn returns the tenant's actor, spawning it on first use. Only
@@ -275,7 +357,13 @@ func (r *router) ensureState(e *tenantEntry) *TenantState {
 		if tokens == nil {
 			tokens = missingToken(e.cfg.ID)
 		}
-		e.state = newTenantState(&e.cfg, tokens, r.epoch, time.Now(), r.deps)
+		now := time.Now()
+		e.state = newTenantState(&e.cfg, tokens, r.epoch, now, r.deps)
+		e.state.shard = e.shard
+		if e.startEmpty {
+			e.state.sched.Bucket().Empty(now)
+			e.startEmpty = false
+		}
 	}
 	return e.state
 }
@@ -337,7 +425,7 @@ type deadLetteredByRouter struct{}
 // sends, the actor what it handles, both with this one list.
 func counted(msg any) bool {
 	switch msg.(type) {
-	case *messages.Dispatch, *deadLetteredByRouter,
+	case *messages.Dispatch, *deadLetteredByRouter, *emptyBucket,
 		*messages.GetTenant, *messages.ResetBreaker, *messages.PauseTenant, *messages.ResumeTenant:
 		return true
 	}
@@ -348,6 +436,14 @@ func (r *router) forwardAdmin(ctx actor.Context, id string) {
 	e, ok := r.tenants[id]
 	if !ok {
 		ctx.Respond(&messages.TenantNotFound{TenantID: id})
+		return
+	}
+	if r.elsewhere(e) {
+		if _, get := ctx.Message().(*messages.GetTenant); get {
+			ctx.Respond(&messages.TenantInfo{ID: id, Shard: int(e.shard), OwnedElsewhere: true})
+			return
+		}
+		ctx.Respond(&messages.TenantElsewhere{TenantID: id, Shard: int(e.shard)})
 		return
 	}
 	r.sendToTenant(ctx, e, ctx.Message(), ctx.Sender())
@@ -366,12 +462,15 @@ func (r *router) listTenants(ctx actor.Context) {
 	asks := make(map[string]*actor.PID)
 	for _, id := range r.ids {
 		e := r.tenants[id]
-		if e.pid == nil {
+		switch {
+		case r.elsewhere(e):
+			infos = append(infos, messages.TenantInfo{ID: id, Shard: int(e.shard), OwnedElsewhere: true})
+		case e.pid == nil:
 			infos = append(infos, e.inactiveInfo(now))
-			continue
+		default:
+			e.dispatched++ // counted: see passivate
+			asks[id] = e.pid
 		}
-		e.dispatched++ // counted: see passivate
-		asks[id] = e.pid
 	}
 	ctx.ActorSystem().Root.Spawn(newListerProps(infos, asks, sender, AskTimeout))
 }
@@ -396,10 +495,15 @@ func (e *tenantEntry) inactiveInfo(now time.Time) messages.TenantInfo {
 }
 
 func idleInfo(e *tenantEntry, now time.Time) messages.TenantInfo {
+	tokens := float64(e.cfg.RateLimit.Burst)
+	if e.startEmpty {
+		tokens = 0
+	}
 	return messages.TenantInfo{
 		ID:                 e.cfg.ID,
+		Shard:              int(e.shard),
 		CircuitState:       BreakerClosed.String(),
-		TokensAvailable:    float64(e.cfg.RateLimit.Burst),
+		TokensAvailable:    tokens,
 		TokensMax:          e.cfg.RateLimit.Burst,
 		RatePerMinute:      e.cfg.RateLimit.PerMinute,
 		EffectivePerMinute: e.cfg.RateLimit.PerMinute,

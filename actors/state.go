@@ -18,6 +18,8 @@ type TenantState struct {
 	sched  *Schedule
 	// epoch names this state's reservations (see messages.JobState).
 	epoch string
+	// shard is the tenant's shard (0 without shards).
+	shard int32
 
 	// sending are the jobs whose sends are in flight, oldest first.
 	sending []inFlight
@@ -108,6 +110,7 @@ func (s *TenantState) info(now time.Time, active bool) messages.TenantInfo {
 	st := s.sched.Stats(now)
 	return messages.TenantInfo{
 		ID:                  s.cfg.ID,
+		Shard:               int(s.shard),
 		Active:              active,
 		CircuitState:        st.Breaker.State.String(),
 		ConsecutiveFailures: st.Breaker.ConsecutiveFailures,

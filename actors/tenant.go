@@ -69,6 +69,8 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.releaseIfStalled(ctx, msg)
 	case *deadLetteredByRouter:
 		a.st.deadLettered++
+	case *emptyBucket:
+		a.st.sched.Bucket().Empty(time.Now())
 	case *messages.GetTenant:
 		a.keepIdleCheck(ctx)
 		ctx.Respond(a.info())

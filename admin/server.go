@@ -64,6 +64,11 @@ type Options struct {
 	Tenants Tenants
 	// Ready answers /readyz; nil means always ready.
 	Ready func() bool
+	// Role, when set, is said by /readyz beside its status (e.g. how many
+	// shards the worker owns, or that it is a standby).
+	Role func() string
+	// Shards answers GET /v1/shards (a JSON value); nil answers 404.
+	Shards func() any
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
 	// Logger defaults to discarding.
@@ -189,6 +194,7 @@ func (s *Server) routes() http.Handler {
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", s.metrics},
 		{http.MethodGet, "/v1/tenants", s.listTenants},
+		{http.MethodGet, "/v1/shards", s.shards},
 		{http.MethodGet, "/v1/tenants/{id}", s.tenant("", s.opts.Tenants.Get)},
 		{http.MethodPost, "/v1/tenants/{id}/breaker/reset", s.tenant("breaker_reset", s.opts.Tenants.ResetBreaker)},
 		{http.MethodPost, "/v1/tenants/{id}/pause", s.tenant("pause", s.opts.Tenants.Pause)},
@@ -258,11 +264,23 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]string{"status": "ready"}
+	status := http.StatusOK
 	if !s.opts.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		body["status"], status = "not ready", http.StatusServiceUnavailable
+	}
+	if s.opts.Role != nil {
+		body["role"] = s.opts.Role()
+	}
+	writeJSON(w, status, body)
+}
+
+func (s *Server) shards(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Shards == nil {
+		writeError(w, http.StatusNotFound, "this worker does not shard")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, s.opts.Shards())
 }
 
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
@@ -309,12 +327,14 @@ func (s *Server) tenant(command string, ask func(ctx context.Context, id string)
 }
 
 // fail answers a question that got no tenant state: 404 for a tenant that
-// is not configured, 503 with the reason when nobody answered in time, 500
+// is not configured, 409 for a command to a tenant another worker owns, 503 with the reason when nobody answered in time, 500
 // for anything else.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, id string, err error) {
 	switch {
 	case errors.Is(err, messages.ErrUnknownTenant):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q is not configured", id))
+	case errors.Is(err, messages.ErrOwnedElsewhere):
+		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, messages.ErrNoAnswer):
 		s.log.Warn("admin_ask_failed", slog.String("request", r.Pattern), slog.String("error", err.Error()))
 		writeError(w, http.StatusServiceUnavailable, err.Error())

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,21 @@ type Options struct {
 	ConfirmTimeout time.Duration
 	// Name is shown as the connection name in the management tools.
 	Name string
+
+	// RebalanceInterval is how often the membership is read and shards
+	// are claimed or given away (default DefaultRebalanceInterval).
+	RebalanceInterval time.Duration
+	// ReleaseTimeout bounds how long a shard given away waits for its
+	// deliveries in hand (default DefaultReleaseTimeout).
+	ReleaseTimeout time.Duration
+	// OnShards, when set, is told of every shard acquired (before any of
+	// its deliveries is handed out) and released. It must not block.
+	OnShards func(ShardEvent)
+	// Unsharded makes every worker consume the intake and every shard,
+	// none exclusively: several workers then each keep their own state of
+	// every tenant, as before shards existed. Only for the tests' control
+	// runs, which show what sharding prevents.
+	Unsharded bool
 }
 
 // Broker is the worker's connection to RabbitMQ.
@@ -37,13 +53,16 @@ type Broker struct {
 
 	ready    atomic.Bool
 	prefetch atomic.Int64
-	changes  chan int
 
 	consMu   sync.Mutex
 	consConn *amqp.Connection
 
+	// unsettled counts the shard deliveries handed out and not settled,
+	// which the prefetch bounds; moving counts the intake's.
 	unsettled *tracker
+	moving    *tracker
 	settled   *settledSet
+	ownership ownershipState
 
 	redeclMu   sync.Mutex
 	redeclared time.Time
@@ -64,8 +83,18 @@ func Dial(ctx context.Context, opts Options) (*Broker, error) {
 	if opts.Name == "" {
 		opts.Name = "wadispatch"
 	}
-	b := &Broker{opts: opts, logger: opts.Logger, changes: make(chan int, 1), unsettled: newTracker(),
+	if opts.RebalanceInterval <= 0 {
+		opts.RebalanceInterval = DefaultRebalanceInterval
+	}
+	if opts.ReleaseTimeout <= 0 {
+		opts.ReleaseTimeout = DefaultReleaseTimeout
+	}
+	if opts.Topology.Shards <= 0 {
+		opts.Topology.Shards = DefaultShards
+	}
+	b := &Broker{opts: opts, logger: opts.Logger, unsettled: newTracker(), moving: newTracker(),
 		settled: newSettledSet()}
+	b.ownership.o = Ownership{Shards: opts.Topology.Shards, Rank: -1, Unsharded: opts.Unsharded}
 	b.prefetch.Store(int64(opts.Prefetch))
 	b.pub = &publisher{dial: func() (*amqp.Connection, error) { return b.dial("publish") }, logger: opts.Logger}
 	if err := b.pub.connect(); err != nil {
@@ -108,26 +137,50 @@ func (b *Broker) Declare(ctx context.Context) error {
 // Ready reports whether the consumer is connected and consuming.
 func (b *Broker) Ready() bool { return b.ready.Load() }
 
-// Prefetch reports the consumer's current prefetch count.
+// Prefetch reports how many shard deliveries may be in hand at once.
 func (b *Broker) Prefetch() int { return int(b.prefetch.Load()) }
 
-// SetPrefetch asks the consumer to switch to prefetch n. RabbitMQ applies
-// basic.qos only to consumers created after it, so the switch cancels the
-// consumer, waits for its deliveries to drain, sets qos and consumes again on
-// the same channel: deliveries in flight stay ackable.
+// SetPrefetch changes how many shard deliveries may be in hand at once. The
+// broker's own prefetch stays what Options.Prefetch said, per consumer:
+// changing it means consuming again, which would let another worker take a
+// shard; the deliveries beyond the limit wait unacked in this worker.
 func (b *Broker) SetPrefetch(n int) {
-	select {
-	case <-b.changes:
-	default:
-	}
-	b.changes <- n
+	b.prefetch.Store(int64(n))
+	b.unsettled.add(0) // wakes the consumers waiting for room
 }
 
-// Run consumes the job queue and hands every delivery to out until ctx ends.
-// When the connection or channel drops, or the broker cancels the consumer,
-// it reconnects with capped exponential backoff and jitter, redeclares the
-// topology and consumes again. Deliveries of a dead channel keep pointing at
-// it, so their acks fail instead of acking something else.
+// Ownership returns the shards owned, as last decided.
+func (b *Broker) Ownership() Ownership {
+	b.ownership.mu.Lock()
+	defer b.ownership.mu.Unlock()
+	o := b.ownership.o
+	o.Owned = slices.Clone(o.Owned)
+	return o
+}
+
+func (b *Broker) setOwnership(o Ownership) {
+	b.ownership.mu.Lock()
+	b.ownership.o = o
+	b.ownership.mu.Unlock()
+}
+
+func (b *Broker) shardEvent(e ShardEvent) {
+	b.ownership.mu.Lock()
+	b.ownership.o.Owned = slices.Clone(e.Owned)
+	b.ownership.mu.Unlock()
+	if b.opts.OnShards != nil {
+		b.opts.OnShards(e)
+	}
+}
+
+// Run consumes until ctx ends: the shards this worker owns (see Topology
+// and session), and the intake while it is the one moving it; it hands
+// every delivery to out. When the connection drops, it reconnects with
+// capped exponential backoff and jitter, redeclares the topology and
+// claims its share again. Deliveries of a dead channel keep pointing at it,
+// so their acks fail instead of acking something else. When ctx ends it
+// stops handing deliveries out and returns, keeping the connection open so
+// the deliveries in hand can be settled; Close hands back the rest.
 func (b *Broker) Run(ctx context.Context, out chan<- *Delivery) error {
 	backoff := 100 * time.Millisecond
 	const maxBackoff = 5 * time.Second
@@ -163,114 +216,58 @@ func (b *Broker) consumeOnce(ctx context.Context, out chan<- *Delivery, first bo
 	b.consMu.Lock()
 	b.consConn = conn
 	b.consMu.Unlock()
-	keepOpen := false
-	defer func() {
-		if keepOpen {
-			return
-		}
-		b.consMu.Lock()
-		if b.consConn == conn {
-			b.consConn = nil
-		}
-		b.consMu.Unlock()
-		// Closing the connection hands every unacked delivery back.
-		_ = conn.Close()
-	}()
 	if !first {
 		if err := b.Declare(ctx); err != nil {
+			b.dropConsumer(conn)
 			return err
 		}
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return err
+	err = newSession(ctx, b, conn, out).run()
+	if ctx.Err() != nil {
+		return ctx.Err() // the connection stays open for the jobs in hand
 	}
-	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	cancelled := ch.NotifyCancel(make(chan string, 1))
-	prefetch := int(b.prefetch.Load())
-	deliveries, tag, err := b.startConsumer(ch, prefetch)
-	if err != nil {
-		return err
-	}
-	// stop ends consuming once ctx is done. It keeps the channel open, so
-	// the jobs in hand can still be acked (Close hands back the rest), and
-	// requeues what the broker sent before the cancel took effect.
-	stop := func(cancelConsumer bool) error {
-		keepOpen = true
-		if cancelConsumer {
-			if err := ch.Cancel(tag, false); err != nil {
-				keepOpen = false
-				return ctx.Err()
-			}
-		}
-		for d := range deliveries {
-			_ = d.Nack(false, true)
-		}
-		return ctx.Err()
-	}
-	b.ready.Store(true)
-	b.logger.Info("broker_connected", slog.String("queue", b.opts.Topology.Queue), slog.Int("prefetch", prefetch))
-	for {
-		select {
-		case <-ctx.Done():
-			return stop(true)
-		case e := <-closed:
-			if e == nil {
-				return errors.New("channel closed")
-			}
-			return e
-		case c := <-cancelled:
-			return fmt.Errorf("broker cancelled consumer %s", c)
-		case n := <-b.changes:
-			if n == prefetch {
-				continue
-			}
-			// Cancel, drain, qos, consume again on the same channel.
-			if err := ch.Cancel(tag, false); err != nil {
-				return err
-			}
-			for d := range deliveries {
-				if !b.forward(ctx, out, ch, d) {
-					return stop(false)
-				}
-			}
-			deliveries, tag, err = b.startConsumer(ch, n)
-			if err != nil {
-				return err
-			}
-			prefetch = n
-			b.prefetch.Store(int64(n))
-		case d, ok := <-deliveries:
-			if !ok {
-				return errors.New("consumer cancelled")
-			}
-			// Stopping while this delivery waits to be handed out must
-			// not close the connection under the jobs in hand.
-			if !b.forward(ctx, out, ch, d) {
-				return stop(true)
-			}
-		}
-	}
+	b.dropConsumer(conn)
+	return err
 }
 
-func (b *Broker) startConsumer(ch *amqp.Channel, prefetch int) (<-chan amqp.Delivery, string, error) {
-	if err := ch.Qos(prefetch, 0, false); err != nil {
-		return nil, "", err
+// dropConsumer closes a consume connection, which hands every unacked
+// delivery back.
+func (b *Broker) dropConsumer(conn *amqp.Connection) {
+	b.consMu.Lock()
+	if b.consConn == conn {
+		b.consConn = nil
 	}
-	tag := fmt.Sprintf("%s-%d", b.opts.Name, rand.Uint64())
-	deliveries, err := ch.Consume(b.opts.Topology.Queue, tag, false, false, false, false, nil)
-	if err != nil {
-		return nil, "", fmt.Errorf("consume %s: %w", b.opts.Topology.Queue, err)
-	}
-	return deliveries, tag, nil
+	b.consMu.Unlock()
+	_ = conn.Close()
 }
 
-func (b *Broker) forward(ctx context.Context, out chan<- *Delivery, ch *amqp.Channel, d amqp.Delivery) bool {
+// hand gives one delivery of c to out, once the prefetch has room for a
+// shard delivery. It returns false when c is stopped or ctx ends first; the
+// delivery then stays unacked, and the broker hands it out again when its
+// channel closes.
+func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out chan<- *Delivery) bool {
 	if d.Redelivered && b.settled.contains(fingerprint(d)) {
 		// Settled already; only its ack was lost with the channel.
-		_ = ch.Ack(d.DeliveryTag, false)
+		_ = c.ch.Ack(d.DeliveryTag, false)
 		b.logger.Info("redelivery_acked", slog.String("reason", "settled before its channel closed"))
 		return true
+	}
+	count := b.moving
+	if c.shard >= 0 {
+		count = b.unsettled
+		for {
+			n, changed := b.unsettled.state()
+			if n < b.Prefetch() {
+				break
+			}
+			select {
+			case <-changed:
+			case <-c.stop:
+				return false
+			case <-ctx.Done():
+				return false
+			}
+		}
 	}
 	del := &Delivery{
 		Body:        d.Body,
@@ -280,48 +277,48 @@ func (b *Broker) forward(ctx context.Context, out chan<- *Delivery, ch *amqp.Cha
 		Redelivered: d.Redelivered,
 		ReceivedAt:  time.Now(),
 		Timestamp:   d.Timestamp,
+		Shard:       c.shard,
 		tag:         d.DeliveryTag,
-		ch:          ch,
+		ch:          c.ch,
 		props:       d,
-		tracker:     b.unsettled,
+		tracker:     count,
+		inHand:      c.inHand,
 	}
-	b.unsettled.add(1)
+	count.add(1)
+	c.inHand.add(1)
 	select {
 	case out <- del:
 		return true
+	case <-c.stop:
 	case <-ctx.Done():
-		// Never handed out: back to the queue.
-		_ = ch.Nack(d.DeliveryTag, false, true)
-		del.settled()
-		return false
 	}
+	// Never handed out: it goes back when its channel closes.
+	del.settled()
+	return false
 }
 
-// Unsettled is the number of deliveries handed out by Run and not yet acked
-// or requeued.
+// Unsettled is the number of deliveries handed out by Run and not yet
+// acked or requeued: the shards' (which the prefetch bounds) and the
+// intake's.
 func (b *Broker) Unsettled() int {
 	n, _ := b.unsettled.state()
-	return n
+	m, _ := b.moving.state()
+	return n + m
 }
 
-// WaitSettled blocks until every delivery handed out has been acked or
-// requeued, or ctx ends.
+// WaitSettled blocks until every delivery handed out (the intake's too) has
+// been acked or requeued, or ctx ends.
 func (b *Broker) WaitSettled(ctx context.Context) error {
-	for {
-		n, changed := b.unsettled.state()
-		if n <= 0 {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("%d deliveries still unsettled: %w", n, ctx.Err())
+	for _, t := range []*tracker{b.unsettled, b.moving} {
+		if n, err := waitTracker(ctx, t); err != nil {
+			return fmt.Errorf("%d deliveries still unsettled: %w", max(n, b.Unsettled()), err)
 		}
 	}
+	return nil
 }
 
-// QueueDepth reads the number of ready messages in the job queue with a
-// passive declare on a channel of its own.
+// QueueDepth reads the number of ready messages in the intake and in the
+// shards this worker owns, with passive declares on a channel of its own.
 func (b *Broker) QueueDepth(ctx context.Context) (int, error) {
 	b.consMu.Lock()
 	conn := b.consConn
@@ -334,11 +331,19 @@ func (b *Broker) QueueDepth(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(b.opts.Topology.Queue, true, false, false, false, nil)
-	if err != nil {
-		return 0, err
+	queues := []string{b.opts.Topology.Queue}
+	for _, shard := range b.Ownership().Owned {
+		queues = append(queues, b.opts.Topology.ShardQueue(shard))
 	}
-	return q.Messages, nil
+	depth := 0
+	for _, name := range queues {
+		q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		depth += q.Messages
+	}
+	return depth, nil
 }
 
 // Publish sends one message and waits for its confirm.

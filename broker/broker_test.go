@@ -130,8 +130,8 @@ func TestTierChoice(t *testing.T) {
 	for wait, tier := range cases {
 		assert.Equal(t, tier, topo.Tier(wait), "wait %s", wait)
 	}
-	assert.Equal(t, "q.wait.50ms", topo.WaitQueue(50*time.Millisecond))
-	assert.Equal(t, "q.wait.250ms", topo.WaitQueue(250*time.Millisecond))
-	assert.Equal(t, "q.wait.32s", topo.WaitQueue(32*time.Second))
+	assert.Equal(t, "q.delay.50ms", topo.WaitQueue(50*time.Millisecond))
+	assert.Equal(t, "q.delay.250ms", topo.WaitQueue(250*time.Millisecond))
+	assert.Equal(t, "q.delay.32s", topo.WaitQueue(32*time.Second))
 	assert.Equal(t, "q.dlq", topo.DLQ())
 }

@@ -41,8 +41,9 @@ func TestHeldQuorumConfirmHoldsBackNoLaterPublish(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	job := broker.NewDelivery([]byte(`{"job":"a-1"}`), amqp.Table{"tenant": "a"})
 	deferral := topo.DeferMessage(job, time.Second, nil)
-	tier := deferral.Key
-	require.True(t, strings.Contains(tier, ".wait."), tier)
+	tier := topo.WaitQueue(topo.Tier(time.Second))
+	require.Equal(t, topo.DelayExchange(), deferral.Exchange)
+	require.True(t, strings.HasPrefix(deferral.Key, "1s."), deferral.Key)
 	// Once first, confirmed: the broker's channel then knows the queue and
 	// only pipelines commands to its server.
 	require.NoError(t, b.Publish(ctx, deferral))

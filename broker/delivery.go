@@ -28,11 +28,25 @@ type Delivery struct {
 	// ReceivedAt is when the worker took the delivery from the broker.
 	ReceivedAt time.Time
 
+	// Shard is the shard queue it came from, or -1 for the intake.
+	Shard int
+
 	tag     uint64
 	ch      *amqp.Channel
 	props   amqp.Delivery
 	tracker *tracker
-	done    atomic.Bool
+	// inHand counts the deliveries of its consumer not yet settled, so a
+	// shard is let go only once they are (nil for NewDelivery's).
+	inHand *tracker
+	done   atomic.Bool
+}
+
+// routeKey is the shards exchange's key back to where d came from.
+func (d *Delivery) routeKey() string {
+	if d.Shard < 0 {
+		return intakeKey
+	}
+	return ShardKey(d.Shard)
 }
 
 // tracker counts deliveries handed out and not yet settled.
@@ -59,8 +73,13 @@ func (t *tracker) state() (int, <-chan struct{}) {
 }
 
 func (d *Delivery) settled() {
-	if d.tracker != nil && d.done.CompareAndSwap(false, true) {
-		d.tracker.add(-1)
+	if d.done.CompareAndSwap(false, true) {
+		if d.tracker != nil {
+			d.tracker.add(-1)
+		}
+		if d.inHand != nil {
+			d.inHand.add(-1)
+		}
 	}
 }
 
@@ -193,5 +212,5 @@ func fingerprint(d amqp.Delivery) string {
 // NewDelivery builds a Delivery that is not attached to a channel (Ack and
 // Requeue do nothing); for tests and benchmarks of code above the broker.
 func NewDelivery(body []byte, headers amqp.Table) *Delivery {
-	return &Delivery{Body: body, Headers: headers, ReceivedAt: time.Now(), props: amqp.Delivery{Body: body, Headers: headers}}
+	return &Delivery{Body: body, Headers: headers, ReceivedAt: time.Now(), props: amqp.Delivery{Body: body, Headers: headers}, Shard: -1}
 }

@@ -21,14 +21,22 @@ func (t Topology) ResultMessage(status string, body []byte) Message {
 }
 
 // DeferMessage is d's copy for the delay tier that brings it back after
-// about wait (never later than wait plus the smallest tier).
+// about wait (never later than wait plus the smallest tier), to the queue
+// it came from: its shard, or the intake.
 func (t Topology) DeferMessage(d *Delivery, wait time.Duration, headers map[string]any) Message {
-	return d.Copy("", t.WaitQueue(t.Tier(wait)), headers)
+	return d.Copy(t.DelayExchange(), tierName(t.Tier(wait))+"."+d.routeKey(), headers)
 }
 
-// RequeueMessage is d's copy for the job queue itself, e.g. after a crash.
+// RequeueMessage is d's copy for the queue it came from, e.g. after a
+// crash.
 func (t Topology) RequeueMessage(d *Delivery, headers map[string]any) Message {
-	return d.Copy("", t.Queue, headers)
+	return d.Copy(t.ShardsExchange(), d.routeKey(), headers)
+}
+
+// MoveMessage is d's copy for shard i: a job taken from the intake, or from
+// a shard its tenant does not belong to.
+func (t Topology) MoveMessage(d *Delivery, shard int) Message {
+	return d.Copy(t.ShardsExchange(), ShardKey(shard), nil)
 }
 
 // DeadLetterMessage is d's copy for the dead letter queue.
@@ -53,6 +61,14 @@ func (b *Broker) DeferMessage(d messages.Delivery, wait time.Duration, headers m
 func (b *Broker) RequeueMessage(d messages.Delivery, headers map[string]any) Message {
 	return b.opts.Topology.RequeueMessage(own(d), headers)
 }
+
+// MoveMessage is Topology.MoveMessage for this broker's topology.
+func (b *Broker) MoveMessage(d messages.Delivery, shard int) Message {
+	return b.opts.Topology.MoveMessage(own(d), shard)
+}
+
+// ShardOf is Topology.ShardOf for this broker's topology.
+func (b *Broker) ShardOf(tenantID string) int { return b.opts.Topology.ShardOf(tenantID) }
 
 // DeadLetterMessage is Topology.DeadLetterMessage for this broker's topology.
 func (b *Broker) DeadLetterMessage(d messages.Delivery, headers map[string]any) Message {

@@ -15,7 +15,7 @@ func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
 	again := orig
 	again.DeliveryTag, again.Redelivered = 99, true
 	again.Headers = amqp.Table{"a": amqp.Table{"x": []any{"p", int32(3)}, "y": "1"}, "b": int64(2)}
-	copied := (&Delivery{Body: orig.Body, Headers: orig.Headers, props: orig}).Copy("", "q.wait.1s",
+	copied := (&Delivery{Body: orig.Body, Headers: orig.Headers, props: orig}).Copy("", "q.delay.1s",
 		map[string]any{"x-not-before": int64(5)}).Publishing
 
 	t.Run("RedeliveryMatchesItsOriginal", func(t *testing.T) {

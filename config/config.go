@@ -50,6 +50,9 @@ type Config struct {
 	BackpressureLow      int           // BACKPRESSURE_LOW, queue depth that turns it off again
 	BackpressureInterval time.Duration // BACKPRESSURE_INTERVAL
 	ShutdownTimeout      time.Duration // SHUTDOWN_TIMEOUT
+	// Shards is SHARDS: how many shards the tenants are split into, each
+	// owned by one worker at a time; every worker on the queue must agree.
+	Shards int
 
 	Tenants []Tenant // from TenantsFile, in file order
 }
@@ -149,6 +152,7 @@ func (c Config) Validate() error {
 		{"BACKPRESSURE_LOW", checkAtLeast(c.BackpressureLow, 0)},
 		{"BACKPRESSURE_INTERVAL", checkPositive(c.BackpressureInterval)},
 		{"SHUTDOWN_TIMEOUT", checkPositive(c.ShutdownTimeout)},
+		{"SHARDS", checkShards(c.Shards)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -228,6 +232,7 @@ func (c Config) Redacted() string {
 	line("BACKPRESSURE_LOW", c.BackpressureLow)
 	line("BACKPRESSURE_INTERVAL", c.BackpressureInterval)
 	line("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	line("SHARDS", c.Shards)
 	ids := make([]string, len(c.Tenants))
 	for i, t := range c.Tenants {
 		ids[i] = t.ID
@@ -255,6 +260,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("backpressureLow", c.BackpressureLow),
 		slog.Duration("backpressureInterval", c.BackpressureInterval),
 		slog.Duration("shutdownTimeout", c.ShutdownTimeout),
+		slog.Int("shards", c.Shards),
 		slog.Int("tenants", len(c.Tenants)),
 	)
 }

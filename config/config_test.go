@@ -168,9 +168,11 @@ func TestLoad(t *testing.T) {
 			"--backpressure-low", "8",
 			"--backpressure-interval", "2s",
 			"--shutdown-timeout=4s",
+			"--shards", "7",
 		}, io.Discard)
 		require.NoError(t, err)
 		assert.Equal(t, config.Config{
+			Shards:               7,
 			AMQPURL:              "amqp://u:p@h:1/",
 			Queue:                "q",
 			ResultsExchange:      "r",

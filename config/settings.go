@@ -50,7 +50,7 @@ func settings() []setting {
 			"RabbitMQ broker URL, amqp:// or amqps:// (percent-encode special characters of the password)",
 			func(c *Config, raw string) error { c.AMQPURL = raw; return checkAMQPURL(raw) }},
 		{"AMQP_QUEUE", "amqp-queue", "NAME", "whatsapp.outbound",
-			"job queue; its dead letter queue is NAME.dlq, its delay queues NAME.wait.*",
+			"job queue (the intake); beside it NAME.dlq, NAME.shard.NN, NAME.delay.* and more",
 			func(c *Config, raw string) error { c.Queue = raw; return checkName(raw) }},
 		{"RESULTS_EXCHANGE", "results-exchange", "NAME", "whatsapp.results",
 			"topic exchange for results (a durable queue of the same name is bound to it with #)",
@@ -103,6 +103,9 @@ func settings() []setting {
 		{"BACKPRESSURE_INTERVAL", "backpressure-interval", "DURATION", "30s",
 			"how often the queue depth is checked",
 			func(c *Config, raw string) (err error) { c.BackpressureInterval, err = parsePositive(raw); return err }},
+		{"SHARDS", "shards", "N", "32",
+			"shards the tenants are split into, shared by every worker on AMQP_QUEUE (1 to 1024); the same for all of them",
+			func(c *Config, raw string) (err error) { c.Shards, err = parseShards(raw); return err }},
 		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "DURATION", "25s",
 			"time to finish or hand back in-flight jobs on SIGTERM or SIGINT",
 			func(c *Config, raw string) (err error) { c.ShutdownTimeout, err = parsePositive(raw); return err }},
@@ -310,6 +313,27 @@ func parseInt(raw string, least int) (int, error) {
 func checkAtLeast(n, least int) error {
 	if n < least {
 		return fmt.Errorf("must be >= %d (got %d)", least, n)
+	}
+	return nil
+}
+
+// maxShards bounds SHARDS (broker.MaxShards): every shard is a queue, a
+// binding and a consumer.
+const maxShards = 1024
+
+func parseShards(raw string) (int, error) {
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 || n > maxShards {
+		return 0, fmt.Errorf("must be a whole number from 1 to %d (got %q)", maxShards, raw)
+	}
+	return n, nil
+}
+
+// checkShards accepts 0 too: a Config built in code without SHARDS gets
+// the default.
+func checkShards(n int) error {
+	if n < 0 || n > maxShards {
+		return fmt.Errorf("must be from 1 to %d (got %d)", maxShards, n)
 	}
 	return nil
 }

@@ -15,6 +15,10 @@ var (
 	// ErrNoAnswer: the router or the tenant's actor did not answer in time,
 	// or is not running; the error's text says which.
 	ErrNoAnswer = errors.New("no answer")
+	// ErrOwnedElsewhere: the tenant's shard is owned by another worker,
+	// which holds its state and must be asked instead (the router answered
+	// *TenantElsewhere).
+	ErrOwnedElsewhere = errors.New("tenant is owned by another worker")
 )
 
 // ListTenants asks the router for every configured tenant's TenantInfo; the
@@ -45,6 +49,28 @@ func (e *TenantNotFound) Error() string {
 
 // Is makes errors.Is(err, ErrUnknownTenant) true for a *TenantNotFound.
 func (e *TenantNotFound) Is(target error) bool { return target == ErrUnknownTenant }
+
+// TenantElsewhere answers a command for a tenant whose shard another
+// worker owns. As an error it says so and matches ErrOwnedElsewhere.
+type TenantElsewhere struct {
+	TenantID string
+	Shard    int
+}
+
+func (e *TenantElsewhere) Error() string {
+	return fmt.Sprintf("tenant %q is in shard %d, which another worker owns; ask that worker", e.TenantID, e.Shard)
+}
+
+// Is makes errors.Is(err, ErrOwnedElsewhere) true for a *TenantElsewhere.
+func (e *TenantElsewhere) Is(target error) bool { return target == ErrOwnedElsewhere }
+
+// ShardsChanged tells the router of a shard this worker acquired or
+// released; Owned is every shard owned after it, ascending.
+type ShardsChanged struct {
+	Shard    int
+	Acquired bool
+	Owned    []int
+}
 
 // TenantList answers ListTenants, ordered by tenant id.
 type TenantList struct{ Tenants []TenantInfo }
@@ -82,4 +108,8 @@ type TenantInfo struct {
 	LastError           string    `json:"lastError,omitempty"`
 	LastErrorAt         time.Time `json:"lastErrorAt,omitzero"`
 	LatencyMs           float64   `json:"latencyMs"`
+	// Shard is the tenant's shard; OwnedElsewhere is set when another
+	// worker owns it, and then nothing above is this worker's to say.
+	Shard          int  `json:"shard"`
+	OwnedElsewhere bool `json:"ownedElsewhere,omitempty"`
 }

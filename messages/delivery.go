@@ -18,6 +18,10 @@ type Deliver struct {
 	Body     []byte
 	Headers  map[string]any
 	Delivery Delivery
+	// Intake is set for a delivery from the intake, which the router moves
+	// to its tenant's shard; otherwise it came from shard Shard.
+	Intake bool
+	Shard  int
 }
 
 // Dispatch is a decoded job the router hands to its tenant's actor, with the

@@ -65,6 +65,9 @@ type Metrics struct {
 	brokerReady     prometheus.Gauge
 	held            prometheus.Gauge
 	saturated       prometheus.Counter
+	shardsOwned     prometheus.Gauge
+	handovers       *prometheus.CounterVec
+	moved           *prometheus.CounterVec
 
 	state *tenantCollector
 }
@@ -118,6 +121,25 @@ func New(tenants []string) *Metrics {
 			Namespace: namespace, Name: "prefetch_saturated_seconds_total",
 			Help: "Time spent with every prefetch slot held, so that no new delivery could arrive.",
 		}),
+		shardsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "shards_owned",
+			Help: "Shards this worker owns now.",
+		}),
+		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "shard_handovers_total",
+			Help: "Shards this worker acquired or released, by direction and (released) reason.",
+		}, []string{"direction", "reason"}),
+		moved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "jobs_moved_total",
+			Help: "Jobs moved to their tenant's shard: from the intake, or misrouted to another shard.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{"intake", "misrouted"} {
+		m.moved.WithLabelValues(r)
+	}
+	m.handovers.WithLabelValues("acquired", "")
+	for _, r := range []string{"rebalance", "shutdown", "connection_lost"} {
+		m.handovers.WithLabelValues("released", r)
 	}
 	for _, id := range tenants {
 		m.tenants[id] = struct{}{}
@@ -139,6 +161,7 @@ func New(tenants []string) *Metrics {
 	m.reg.MustRegister(
 		m.jobs, m.deferrals, m.sendDuration, m.restarts,
 		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady, m.held, m.saturated,
+		m.shardsOwned, m.handovers, m.moved,
 		m.state,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -193,6 +216,20 @@ func (m *Metrics) SetPrefetch(n int) { m.prefetch.Set(float64(n)) }
 
 // SetQueueDepth records the job queue's ready-message count.
 func (m *Metrics) SetQueueDepth(n int) { m.queueDepth.Set(float64(n)) }
+
+// ShardChanged counts a shard acquired or released and records how many
+// are owned after it.
+func (m *Metrics) ShardChanged(acquired bool, reason string, owned int) {
+	if acquired {
+		m.handovers.WithLabelValues("acquired", "").Inc()
+	} else {
+		m.handovers.WithLabelValues("released", reason).Inc()
+	}
+	m.shardsOwned.Set(float64(owned))
+}
+
+// JobMoved counts a job moved to its shard (actors.MoveObserver).
+func (m *Metrics) JobMoved(reason string) { m.moved.WithLabelValues(reason).Inc() }
 
 // PrefetchChanged counts a backpressure change of the prefetch.
 func (m *Metrics) PrefetchChanged() { m.prefetchChanges.Inc() }

@@ -1,12 +1,8 @@
 package worker_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,36 +13,23 @@ import (
 	"github.com/wadispatch/wadispatch/testkit/fakemeta"
 )
 
-// brokerPrefetch asks RabbitMQ (not the worker) for the prefetch count of
-// the consumers on queue; -1 when it has none.
-func brokerPrefetch(t *testing.T, queue string) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "rabbitmqctl", "list_consumers", "-q", "--no-table-headers",
-		"queue_name", "prefetch_count").Output()
-	require.NoError(t, err, "rabbitmqctl list_consumers")
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == queue {
-			n, err := strconv.Atoi(f[1])
-			require.NoError(t, err)
-			return n
+// mostInFlight is the largest number of calls the fake had in flight at
+// once among those that arrived within [from, to).
+func mostInFlight(calls []fakemeta.Call, from, to time.Time) int {
+	most := 0
+	for _, c := range calls {
+		if c.At.Before(from) || !c.At.Before(to) {
+			continue
 		}
-	}
-	return -1
-}
-
-// waitBrokerPrefetch polls the broker (each rabbitmqctl call takes about
-// half a second) until queue's consumer has prefetch want.
-func waitBrokerPrefetch(t *testing.T, queue string, want int, deadline time.Time) bool {
-	t.Helper()
-	for time.Now().Before(deadline) {
-		if brokerPrefetch(t, queue) == want {
-			return true
+		n := 0
+		for _, d := range calls {
+			if !d.At.After(c.At) && d.AnsweredAt.After(c.At) {
+				n++
+			}
 		}
+		most = max(most, n)
 	}
-	return false
+	return most
 }
 
 func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
@@ -68,14 +51,6 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 			}
 		},
 	})
-
-	// The broker itself reports prefetch 5 while the queue is deep, and 10
-	// again once it drains below 100.
-	deadline := time.Now().Add(60 * time.Second)
-	require.True(t, waitBrokerPrefetch(t, h.topo.Queue, 5, deadline),
-		"the broker never showed prefetch 5 for the worker's consumer")
-	assert.True(t, waitBrokerPrefetch(t, h.topo.Queue, 10, deadline),
-		"the broker never showed prefetch 10 again after the queue drained")
 
 	results := h.results(jobs, 90*time.Second) // fails on a duplicate result
 	for id, r := range results {
@@ -101,5 +76,19 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 	last := changes[len(changes)-1]
 	assert.EqualValues(t, 10, last["prefetch"])
 	assert.Less(t, last["queueDepth"], float64(100))
-	assert.Zero(t, h.depth(h.topo.Queue))
+
+	// While the prefetch is reduced, the worker holds at most 5 jobs, so at
+	// most 5 sends are in flight (after the 10 taken before the switch
+	// have been answered), and 10 again afterwards.
+	at := func(e map[string]any) time.Time {
+		ts, err := time.Parse(time.RFC3339Nano, e["timestamp"].(string))
+		require.NoError(t, err)
+		return ts
+	}
+	reduced, restored := at(changes[0]), at(changes[1])
+	require.Greater(t, restored.Sub(reduced), 2*time.Second, "long enough a reduction to look at")
+	calls := h.fake.Calls()
+	assert.LessOrEqual(t, mostInFlight(calls, reduced.Add(time.Second), restored), 5, "in flight while reduced")
+	assert.Greater(t, mostInFlight(calls, time.Time{}, reduced), 5, "in flight before the reduction")
+	assert.Zero(t, h.queued())
 }

@@ -112,6 +112,9 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
+	// Ready once it has claimed its shards: before, the admin API answers
+	// for every tenant that another worker owns it.
+	require.Eventually(tb, w.Ready, 30*time.Second, 5*time.Millisecond, "the worker got ready")
 	var once sync.Once
 	h.stop = func() {
 		once.Do(func() {
@@ -190,6 +193,15 @@ func (h *harness) dlq(n int, timeout time.Duration) []amqp.Delivery {
 }
 
 func (h *harness) depth(queue string) int { return testkit.Depth(h.tb, h.ch, queue) }
+
+// queued is how many jobs wait in the intake and the shard queues.
+func (h *harness) queued() int {
+	n := 0
+	for _, q := range h.topo.JobQueues() {
+		n += h.depth(q)
+	}
+	return n
+}
 
 // checkLogs asserts what every test's logs must satisfy: each line is a
 // JSON object with the required keys, and no tenant token or broker

@@ -70,7 +70,7 @@ func TestBrokerRestartMidStreamLosesNoJobAndSendsNoneTwice(t *testing.T) {
 	h.stop()
 	results, twice := c.collect(), c.twice
 	assertOneResultEach(t, ids, results)
-	assert.Zero(t, depthOn(t, node.URL(), h.topo.Queue), "no job left")
+	assert.Zero(t, depthOn(t, node.URL(), h.topo.JobQueues()...), "no job left")
 	for id, r := range results {
 		assert.Equal(t, messages.StatusSent, r.Status, id)
 	}
@@ -121,7 +121,7 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	require.True(t, waitDrained(t, h, 20*time.Second), "delay queues drained")
 	results, twice := c.collect(), c.twice
 	assertOneResultEach(t, ids, results)
-	assert.Zero(t, h.depth(h.topo.Queue))
+	assert.Zero(t, h.queued())
 	if !assert.Zero(t, h.depth(h.topo.DLQ())) {
 		for _, d := range h.dlq(h.depth(h.topo.DLQ()), 5*time.Second) {
 			t.Logf("dead letter: %v %v", d.Headers[messages.HeaderDLQReason], d.Headers[messages.HeaderDLQDetail])
@@ -132,14 +132,17 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	t.Logf("SIGKILL after %d calls: %d jobs sent twice %v, %d jobs with a second result %v",
 		killedAt, len(dups), dups, len(twice), twice)
 	// Only what the killed process held unacked can be handled again, and
-	// it held at most a prefetch window. A job whose result (or deferred
+	// it held at most a prefetch window of shard jobs and one of intake
+	// jobs being moved (a move confirmed but not acked is moved twice; the
+	// copy behind the first is then suppressed as a duplicate, but still
+	// reported). A job whose result (or deferred
 	// copy) reached the broker just before the kill, but whose ack did
 	// not, comes back and ends with a second result: sent again when the
 	// new process does not know it, or suppressed as a duplicate of its
 	// deferred copy but still reported. At-least-once, not exactly once,
 	// across a SIGKILL.
 	assert.LessOrEqual(t, len(dups), 10, "duplicate sends bounded by the prefetch window")
-	assert.LessOrEqual(t, len(twice), 10, "second results bounded by the prefetch window")
+	assert.LessOrEqual(t, len(twice), 20, "second results bounded by the prefetch windows of shards and intake")
 }
 
 func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T) {
@@ -167,7 +170,7 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 	require.True(t, waitDrained(t, h, 20*time.Second), "deferred copies back in the job queue")
 	before, twice := resultsByID(t, drainOn(t, testkit.AMQPURL(), h.topo.ResultsQueue()))
 	assert.Empty(t, twice)
-	queued := peekIDs(t, h.topo.Queue)
+	queued := peekIDs(t, h.topo.JobQueues()...)
 	dead := h.depth(h.topo.DLQ())
 	for id := range before {
 		assert.NotContains(t, queued, id, "%s has a result and is still queued", id)
@@ -199,7 +202,7 @@ func TestTerminatedWorkerExitsInTimeAndAcksNothingWithoutItsResult(t *testing.T)
 		firstTook, inFlight, len(before), len(queued), secondTook)
 	assert.Empty(t, duplicateSends(h.fake.Calls()), "a graceful stop sends nothing twice")
 	assert.Empty(t, h.events("settle_failed"), "a graceful stop fails no settlement")
-	assert.Zero(t, h.depth(h.topo.Queue))
+	assert.Zero(t, h.queued())
 }
 
 func TestReturnedDeferralLeavesTheJobInTheQueueAndTheTopologyIsRestored(t *testing.T) {
@@ -213,9 +216,11 @@ func TestReturnedDeferralLeavesTheJobInTheQueueAndTheTopologyIsRestored(t *testi
 		require.NoError(t, err)
 	}
 	h.publish(job(tn.ID, "first", "15550000011"))
-	h.publish(job(tn.ID, "second", "15550000012")) // no token left: deferred
+	h.publish(job(tn.ID, "second", "15550000012")) // no token: deferred
 
-	// Had the returned deferral's job been acked, "second" would be lost.
+	// The bucket starts empty (the shard was just acquired), so both wait
+	// for a token, and their deferrals come back unroutable.
+	// Had a returned deferral's job been acked, it would be lost.
 	// It went back to the queue instead, came again after the worker had
 	// declared its topology anew, and was deferred and sent.
 	results := h.results(2, 20*time.Second) // fails on a duplicate
@@ -224,12 +229,11 @@ func TestReturnedDeferralLeavesTheJobInTheQueueAndTheTopologyIsRestored(t *testi
 	returned := 0
 	for _, e := range h.events("settle_failed") {
 		if msg, _ := e["error"].(string); strings.Contains(msg, broker.ErrReturned.Error()) {
-			assert.Equal(t, "second", e["internalId"])
 			returned++
 		}
 	}
 	assert.Positive(t, returned, "the deferral was returned")
-	assert.LessOrEqual(t, returned, 2, "the job bounced once or so, not in a loop")
+	assert.LessOrEqual(t, returned, 4, "each job bounced once or so, not in a loop")
 	assert.NotEmpty(t, h.events("topology_redeclared"))
 	for _, q := range h.topo.WaitQueues() {
 		_, err := h.ch.QueueDeclarePassive(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum"})
@@ -237,7 +241,7 @@ func TestReturnedDeferralLeavesTheJobInTheQueueAndTheTopologyIsRestored(t *testi
 	}
 	assert.Len(t, h.fake.Calls(), 2, "each job sent once")
 	h.stop()
-	assert.Zero(t, h.depth(h.topo.Queue))
+	assert.Zero(t, h.queued())
 	assert.Zero(t, h.depth(h.topo.DLQ()))
 }
 
@@ -460,7 +464,7 @@ func waitDrained(t *testing.T, h *harness, timeout time.Duration) bool {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		q, err := h.ch.QueueDeclarePassive(h.topo.Queue, true, false, false, false, nil)
+		q, err := h.ch.QueueDeclarePassive(h.topo.MembersQueue(), true, false, false, false, nil)
 		require.NoError(t, err)
 		waiting := 0
 		for _, w := range h.topo.WaitQueues() {
@@ -476,7 +480,7 @@ func waitDrained(t *testing.T, h *harness, timeout time.Duration) bool {
 
 // peekIDs returns the internal ids of the jobs ready in queue, leaving them
 // there: they are taken unacked and go back when the channel closes.
-func peekIDs(t *testing.T, queue string) map[string]bool {
+func peekIDs(t *testing.T, queues ...string) map[string]bool {
 	t.Helper()
 	conn, err := amqp.Dial(testkit.AMQPURL())
 	require.NoError(t, err)
@@ -484,16 +488,18 @@ func peekIDs(t *testing.T, queue string) map[string]bool {
 	ch, err := conn.Channel()
 	require.NoError(t, err)
 	ids := map[string]bool{}
-	for {
-		d, ok, err := ch.Get(queue, false)
-		require.NoError(t, err)
-		if !ok {
-			break
+	for _, queue := range queues {
+		for {
+			d, ok, err := ch.Get(queue, false)
+			require.NoError(t, err)
+			if !ok {
+				break
+			}
+			j, err := messages.DecodeJob(d.Body)
+			require.NoError(t, err)
+			assert.False(t, ids[j.InternalID], "%s is twice in the queues", j.InternalID)
+			ids[j.InternalID] = true
 		}
-		j, err := messages.DecodeJob(d.Body)
-		require.NoError(t, err)
-		assert.False(t, ids[j.InternalID], "%s is twice in the queue", j.InternalID)
-		ids[j.InternalID] = true
 	}
 	require.NoError(t, ch.Close())
 	return ids
@@ -521,13 +527,18 @@ func publishOn(t *testing.T, url, queue string, jobs []lifecycleJob) {
 
 // depthOn is the number of ready messages in queue on url; -1 while the
 // broker does not answer.
-func depthOn(t *testing.T, url, queue string) int {
+func depthOn(t *testing.T, url string, queues ...string) int {
 	t.Helper()
-	n := -1
+	n := 0
 	err := onNode(url, func(ch *amqp.Channel) error {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		n = q.Messages
-		return err
+		for _, queue := range queues {
+			q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+			if err != nil {
+				return err
+			}
+			n += q.Messages
+		}
+		return nil
 	})
 	var aerr *amqp.Error
 	if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {

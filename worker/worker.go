@@ -38,6 +38,10 @@ type Options struct {
 	// Version is the build's version, logged on every line ("dev" when
 	// empty).
 	Version string
+	// Unsharded makes this worker take every shard non-exclusively, as
+	// workers did before shards: for the tests' control runs only (see
+	// broker.Options.Unsharded).
+	Unsharded bool
 }
 
 // Worker is one wadispatch process: broker, actor system, router.
@@ -93,13 +97,25 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 	if sender == nil {
 		sender = whatsapp.NewClient(cfg.MetaBaseURL, cfg.MetaAPIVersion, cfg.MetaTimeout)
 	}
+	topo := broker.NewTopology(cfg.Queue, cfg.ResultsExchange)
+	if cfg.Shards > 0 {
+		topo.Shards = cfg.Shards
+	}
+	// The router is spawned after the broker is dialled, but the broker
+	// reports shards only once Run starts, after both exist.
+	var onShards func(broker.ShardEvent)
 	b, err := broker.Dial(ctx, broker.Options{
-		URL:      cfg.AMQPURL,
-		Topology: broker.NewTopology(cfg.Queue, cfg.ResultsExchange),
-		Logger:   logger,
-		Prefetch: cfg.Prefetch,
+		URL:       cfg.AMQPURL,
+		Topology:  topo,
+		Logger:    logger,
+		Prefetch:  cfg.Prefetch,
+		Unsharded: opts.Unsharded,
+		OnShards:  func(e broker.ShardEvent) { onShards(e) },
 	})
 	if err != nil {
+		if errors.Is(err, broker.ErrShardsMismatch) {
+			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
+		}
 		return nil, err
 	}
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
@@ -122,11 +138,16 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 		Observer: m,
 		// Every tenant's window shares the prefetch window.
 		Prefetch: cfg.Prefetch,
+		Shards:   b,
 	}), "router")
 	if err != nil {
 		cancelWork()
 		_ = b.Close()
 		return nil, fmt.Errorf("spawn router: %w", err)
+	}
+	onShards = func(e broker.ShardEvent) {
+		system.Root.Send(router, &messages.ShardsChanged{Shard: e.Shard, Acquired: e.Acquired, Owned: e.Owned})
+		m.ShardChanged(e.Acquired, e.Reason, len(e.Owned))
 	}
 	tenants := actors.Directory{Root: system.Root, Router: router}
 	w := &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
@@ -136,6 +157,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 		w.admin, err = admin.New(admin.Options{
 			Addr: cfg.AdminAddr, Token: cfg.AdminToken,
 			Tenants: tenants, Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
+			Role: w.Role, Shards: func() any { return b.Ownership() },
 		})
 		if err == nil {
 			err = w.admin.Start() // logs admin_listening with its address
@@ -188,7 +210,8 @@ loop:
 	for {
 		select {
 		case d := <-deliveries:
-			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d})
+			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d,
+				Intake: d.Shard < 0, Shard: d.Shard})
 		case now := <-saturation.C:
 			w.watchSaturation(&sat, now)
 		case <-sample.C:
@@ -291,8 +314,29 @@ func (w *Worker) AdminAddr() string {
 	return w.admin.Addr()
 }
 
-// Ready reports whether the worker is consuming.
+// Ready reports whether the worker is connected and taking part: owning
+// shards, or standing by to take some over.
 func (w *Worker) Ready() bool { return w.broker.Ready() }
+
+// Role says what the worker does now, for /readyz: how many shards it
+// owns, whether it moves the intake, or that it stands by.
+func (w *Worker) Role() string {
+	o := w.broker.Ownership()
+	if !w.broker.Ready() {
+		return "connecting to the broker"
+	}
+	role := fmt.Sprintf("owns %d of %d shards (rank %d of %d workers)", len(o.Owned), o.Shards, o.Rank, o.Members)
+	if len(o.Owned) == 0 {
+		role = fmt.Sprintf("standby: owns none of %d shards (%d workers)", o.Shards, o.Members)
+	}
+	if o.Intake {
+		role += "; moves the intake"
+	}
+	return role
+}
+
+// Ownership is what the worker owns (see broker.Ownership).
+func (w *Worker) Ownership() broker.Ownership { return w.broker.Ownership() }
 
 // registeringToken registers every token it hands out with the log
 // redactor, so a rotated token is scrubbed as soon as it is read.

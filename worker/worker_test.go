@@ -62,7 +62,7 @@ func TestWorkerDeliversJobsOfEveryTenant(t *testing.T) {
 	require.Len(t, results, 3*perTenant)
 
 	h.stop() // closing the consumer hands back anything unacked
-	assert.Zero(t, h.depth(h.topo.Queue), "job queue empty, nothing was left unacked")
+	assert.Zero(t, h.queued(), "job queue empty, nothing was left unacked")
 	assert.Zero(t, h.depth(h.topo.DLQ()), "nothing dead-lettered")
 	assert.Len(t, h.events("message_delivered"), 3*perTenant)
 }
