@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -65,4 +66,32 @@ func TestPool(t *testing.T) {
 			p.Close()
 		})
 	})
+}
+
+// Tasks of one lane run one at a time, in the order they were queued,
+// while another lane's run beside them.
+func TestLanesKeepTheOrderWithinALane(t *testing.T) {
+	p := newPool(4)
+	defer p.Close()
+	l := newLanes(p, 2)
+	var mu sync.Mutex
+	var got []int
+	release := make(chan struct{})
+	other := make(chan struct{})
+	l.Go(0, func() { <-release })
+	for i := range 50 {
+		l.Go(2, func() { mu.Lock(); got = append(got, i); mu.Unlock() }) // lane 0 too (2 mod 2)
+	}
+	l.Go(1, func() { close(other) })
+	<-other // lane 1 ran while lane 0 was blocked
+	mu.Lock()
+	assert.Empty(t, got, "nothing of lane 0 ran before its first task ended")
+	mu.Unlock()
+	close(release)
+	p.Close()
+	want := make([]int, 50)
+	for i := range want {
+		want[i] = i
+	}
+	assert.Equal(t, want, got)
 }

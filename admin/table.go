@@ -15,13 +15,19 @@ const maxErrorWidth = 80
 // WriteTable writes tenants as an aligned table, one row each, for the
 // "wadispatch tenants" command. IN-FLIGHT is the sends in flight now, WINDOW
 // how many the tenant may have in flight now, WAITING the recipients with a
-// job waiting behind an earlier one to the same recipient.
+// job waiting behind an earlier one to the same recipient, SHARD the
+// tenant's shard. A tenant whose shard another worker owns has nothing
+// else this worker can say: its row says where it is.
 func WriteTable(w io.Writer, tenants []messages.TenantInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tBREAKER\tTOKENS\tIN-FLIGHT\tWINDOW\tWAITING\tDEFERRED\tSENT\tFAILED\tRESTARTS\tLAST ERROR")
+	fmt.Fprintln(tw, "ID\tSHARD\tBREAKER\tTOKENS\tIN-FLIGHT\tWINDOW\tWAITING\tDEFERRED\tSENT\tFAILED\tRESTARTS\tLAST ERROR")
 	for _, t := range tenants {
-		fmt.Fprintf(tw, "%s\t%s\t%.1f/%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
-			oneLine(t.ID), breakerColumn(t), t.TokensAvailable, t.TokensMax,
+		if t.OwnedElsewhere {
+			fmt.Fprintf(tw, "%s\t%d\telsewhere\t-\t-\t-\t-\t-\t-\t-\t-\towned by another worker\n", oneLine(t.ID), t.Shard)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.1f/%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			oneLine(t.ID), t.Shard, breakerColumn(t), t.TokensAvailable, t.TokensMax,
 			t.InFlight, t.Window, t.RecipientsWaiting,
 			t.Deferred, t.Sent, t.Failed, t.Restarts, lastError(t.LastError))
 	}

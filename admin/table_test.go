@@ -13,7 +13,7 @@ import (
 
 func TestWriteTable(t *testing.T) {
 	tenants := []messages.TenantInfo{
-		{ID: "acme", CircuitState: "CLOSED", TokensAvailable: 12, TokensMax: 80, InFlight: 37, Window: 64,
+		{ID: "acme", Shard: 3, CircuitState: "CLOSED", TokensAvailable: 12, TokensMax: 80, InFlight: 37, Window: 64,
 			RecipientsWaiting: 5, Deferred: 3, Sent: 1042, Failed: 2, LastError: "transient: HTTP 503"},
 		{ID: "globex-corporation", CircuitState: "OPEN", TokensAvailable: 0.5, TokensMax: 20, InFlight: 3, Window: 2,
 			RecipientsWaiting: 12, Deferred: 140,
@@ -22,6 +22,7 @@ func TestWriteTable(t *testing.T) {
 		{ID: "umbrella", CircuitState: "CLOSED", TokensAvailable: 1, TokensMax: 1, Paused: true, Quarantined: true,
 			LastError: strings.Repeat("x", 200)},
 		{ID: "stuck", LastError: "no answer from tenant actor"},
+		{ID: "wayne", Shard: 17, OwnedElsewhere: true},
 	}
 	var b strings.Builder
 	require.NoError(t, admin.WriteTable(&b, tenants))
@@ -30,12 +31,13 @@ func TestWriteTable(t *testing.T) {
 
 	t.Run("MatchesTheGoldenOutput", func(t *testing.T) {
 		want := "" +
-			"ID                  BREAKER                       TOKENS   IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n" +
-			"acme                closed                        12.0/80  37         64      5        3         1042  2       0         transient: HTTP 503\n" +
-			"globex-corporation  open (quarantined)            0.5/20   3          2       12       140       7     31      6         tenant_blocked: (#368) temporarily blocked\n" +
-			"initech             half_open (paused)            5.0/5    0          1024    0        0         0     0       0         -\n" +
-			"umbrella            closed (paused, quarantined)  1.0/1    0          0       0        0         0     0       0         " + strings.Repeat("x", 79) + "…\n" +
-			"stuck               unknown                       0.0/0    0          0       0        0         0     0       0         no answer from tenant actor\n"
+			"ID                  SHARD  BREAKER                       TOKENS   IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n" +
+			"acme                3      closed                        12.0/80  37         64      5        3         1042  2       0         transient: HTTP 503\n" +
+			"globex-corporation  0      open (quarantined)            0.5/20   3          2       12       140       7     31      6         tenant_blocked: (#368) temporarily blocked\n" +
+			"initech             0      half_open (paused)            5.0/5    0          1024    0        0         0     0       0         -\n" +
+			"umbrella            0      closed (paused, quarantined)  1.0/1    0          0       0        0         0     0       0         " + strings.Repeat("x", 79) + "…\n" +
+			"stuck               0      unknown                       0.0/0    0          0       0        0         0     0       0         no answer from tenant actor\n" +
+			"wayne               17     elsewhere                     -        -          -       -        -         -     -       -         owned by another worker\n"
 		assert.Equal(t, want, out)
 	})
 
@@ -48,7 +50,7 @@ func TestWriteTable(t *testing.T) {
 
 	t.Run("ColumnsAreAligned", func(t *testing.T) {
 		header := lines[0]
-		for _, col := range []string{"BREAKER", "TOKENS", "IN-FLIGHT", "WINDOW", "WAITING", "DEFERRED", "SENT", "FAILED", "RESTARTS", "LAST ERROR"} {
+		for _, col := range []string{"SHARD", "BREAKER", "TOKENS", "IN-FLIGHT", "WINDOW", "WAITING", "DEFERRED", "SENT", "FAILED", "RESTARTS", "LAST ERROR"} {
 			at := strings.Index(header, col)
 			require.Positive(t, at, col)
 			for _, row := range lines[1:] {
@@ -63,6 +65,6 @@ func TestWriteTable(t *testing.T) {
 	t.Run("EmptyListPrintsTheHeader", func(t *testing.T) {
 		var b strings.Builder
 		require.NoError(t, admin.WriteTable(&b, nil))
-		assert.Equal(t, "ID  BREAKER  TOKENS  IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n", b.String())
+		assert.Equal(t, "ID  SHARD  BREAKER  TOKENS  IN-FLIGHT  WINDOW  WAITING  DEFERRED  SENT  FAILED  RESTARTS  LAST ERROR\n", b.String())
 	})
 }

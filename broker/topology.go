@@ -284,9 +284,9 @@ func (t Topology) declare(ch *amqp.Channel) error {
 }
 
 // currentShards finds the number in the broker's refusal of a members
-// queue declared with another count ("... but current is the value
-// '32' of type 'signedint'").
-var currentShards = regexp.MustCompile(`current is the value '(\d+)'`)
+// queue declared with another count ("... received '8' but current is
+// '32'").
+var currentShards = regexp.MustCompile(`current is (?:the value )?'(\d+)'`)
 
 func (t Topology) describeShards(err error) error {
 	var aerr *amqp.Error

@@ -40,7 +40,7 @@ var demoTenants = []demoTenant{
 	{id: "acme", phone: "100000000000001", jobs: 4, note: "plain sends"},
 	{id: "globex", phone: "100000000000002", jobs: 3, note: "Meta answers HTTP 500 twice: retried with backoff",
 		behave: fakemeta.Behaviour{FailRaw: 500, FailTimes: 2}},
-	{id: "initech", phone: "100000000000003", jobs: 5, note: "60/min, burst 3: two jobs wait for their slot",
+	{id: "initech", phone: "100000000000003", jobs: 5, note: "60/min, burst 3, empty at start: one a second",
 		rate: "rate_limit: {per_minute: 60, burst: 3}"},
 	{id: "umbrella", phone: "100000000000004", jobs: 2, note: "Meta rejects the first job permanently (131026)",
 		behave: fakemeta.Behaviour{FailCode: 131026, FailTimes: 1}},
