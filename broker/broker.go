@@ -430,6 +430,12 @@ func (b *Broker) Close() error {
 	b.consMu.Lock()
 	if b.consConn != nil {
 		_ = b.consConn.Close()
+		// Closing the connection lets go of the shards (the jobs in hand
+		// were settled or timed out before).
+		for _, shard := range b.Ownership().Owned {
+			b.logger.Info("shard_released", slog.Int("shard", shard), slog.String("reason", "shutdown"))
+		}
+		b.setOwnership(Ownership{Shards: b.opts.Topology.shards(), Rank: -1, Unsharded: b.opts.Unsharded})
 	}
 	b.consMu.Unlock()
 	return b.pub.close()
