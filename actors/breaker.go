@@ -188,6 +188,19 @@ func (b *Breaker) openUntilAt(now time.Time) (time.Time, bool) {
 
 func (b *Breaker) openUntil() time.Time { return b.openedAt.Add(b.openFor) }
 
+// Configure takes a new threshold and open time (a reload) without changing
+// the state: an open breaker stays open until the instant it was to end,
+// the new open time counts from its next opening, and failures counted so
+// far are compared with the new threshold from the next one.
+func (b *Breaker) Configure(threshold int, openFor time.Duration) {
+	openFor = max(openFor, 0)
+	if b.state == BreakerOpen {
+		// Keep openUntil where it is: openedAt + openFor stays the same.
+		b.openedAt = b.openedAt.Add(b.openFor - openFor)
+	}
+	b.threshold, b.openFor = max(threshold, 1), openFor
+}
+
 func (b *Breaker) open(now time.Time) Transition {
 	from := b.state
 	b.state = BreakerOpen

@@ -114,6 +114,16 @@ func (b *Bucket) SetRate(perMinute float64, now time.Time) {
 	b.perMinute = clampPerMinute(perMinute)
 }
 
+// SetLimits changes the rate and the burst (a reload) without refilling:
+// tokens refill at the old rate up to now, then at the new one, and are
+// capped at the new burst.
+func (b *Bucket) SetLimits(perMinute float64, burst int, now time.Time) {
+	b.advance(now)
+	b.perMinute = clampPerMinute(perMinute)
+	b.burst = max(burst, 1)
+	b.tokens = min(b.tokens, float64(b.burst))
+}
+
 // refilled is the token count at now; a now before last (an out-of-order
 // caller) refills nothing. Sub uses the monotonic clock when both instants
 // carry it, so a wall-clock step does not refill or stall the bucket.

@@ -78,6 +78,23 @@ func (d Directory) ResetBreaker(ctx context.Context, id string) (messages.Tenant
 	return d.tenant(ctx, &messages.ResetBreaker{TenantID: id})
 }
 
+// ReconfigureTimeout bounds how long a reload waits for the router.
+const ReconfigureTimeout = 30 * time.Second
+
+// Reconfigure hands the router a reload's changes and waits until they are
+// applied.
+func (d Directory) Reconfigure(ctx context.Context, msg *Reconfigure) (*Reconfigured, error) {
+	res, err := d.ask(ctx, "router", ReconfigureTimeout, msg)
+	if err != nil {
+		return nil, err
+	}
+	done, ok := res.(*Reconfigured)
+	if !ok {
+		return nil, fmt.Errorf("unexpected answer %T", res)
+	}
+	return done, nil
+}
+
 func (d Directory) tenant(ctx context.Context, msg any) (messages.TenantInfo, error) {
 	res, err := d.ask(ctx, "tenant actor", d.askTimeout(), msg)
 	if err != nil {

@@ -116,6 +116,8 @@ func (r *router) Receive(ctx actor.Context) {
 		r.listTenants(ctx)
 	case *messages.ShardsChanged:
 		r.shardsChanged(ctx, msg)
+	case *Reconfigure:
+		r.reconfigure(ctx, msg)
 	case *messages.GetTenant:
 		r.forwardAdmin(ctx, msg.TenantID)
 	case *messages.ResetBreaker:
@@ -255,16 +257,30 @@ func (r *router) deliver(ctx actor.Context, msg *messages.Deliver) {
 		return
 	}
 	e, ok := r.tenants[job.TenantID]
+	if r.deps.Shards != nil {
+		// Moved by the hash alone, known here or not: whether the tenant
+		// is configured is for its shard's owner to say (replicas may
+		// disagree for a moment after a reload).
+		shard := r.shardOf(job.TenantID, e)
+		if msg.Intake || msg.Shard != shard {
+			r.move(msg, job, shard)
+			return
+		}
+	}
 	if !ok {
 		r.reject(ctx, msg, messages.ReasonUnknownTenant, fmt.Sprintf("tenant %q is not configured", job.TenantID),
 			&messages.Identity{TenantID: job.TenantID, InternalID: job.InternalID, Metadata: job.Metadata})
 		return
 	}
-	if r.deps.Shards != nil && (msg.Intake || msg.Shard != int(e.shard)) {
-		r.move(msg, job, int(e.shard))
-		return
-	}
 	r.sendToTenant(ctx, e, &messages.Dispatch{Job: job, Delivery: msg.Delivery, State: messages.ReadJobState(msg.Headers)}, nil)
+}
+
+// shardOf is the shard of a tenant, configured (e) or not (nil).
+func (r *router) shardOf(id string, e *tenantEntry) int {
+	if e != nil {
+		return int(e.shard)
+	}
+	return r.deps.Shards.ShardOf(id)
 }
 
 // moveLanes is how many moves of the intake may be confirmed at a time (in
@@ -320,6 +336,89 @@ func (r *router) shardsChanged(ctx actor.Context, msg *messages.ShardsChanged) {
 			e.state.sched.Bucket().Empty(now)
 		}
 	}
+}
+
+// Reconfigure changes the router's tenants, after a reload of the tenants
+// file, in one message, so the change is atomic for every delivery: Added
+// tenants start serving; Changed ones take their new settings from now on,
+// with their state kept (TenantState.reconfigure); Removed ones are no
+// longer known (their later jobs are dead-lettered as unknown_tenant), and
+// an actor of theirs finishes what it holds. Tokens holds the token source
+// of every added and changed tenant. The answer is *Reconfigured.
+type Reconfigure struct {
+	Added, Changed []config.Tenant
+	Removed        []string
+	Tokens         map[string]whatsapp.TokenSource
+}
+
+// Reconfigured answers Reconfigure once it is applied.
+type Reconfigured struct{ Added, Changed, Removed int }
+
+// reconfigureTenant hands a running tenant actor its new settings.
+type reconfigureTenant struct {
+	cfg    *config.Tenant
+	tokens whatsapp.TokenSource
+}
+
+func (r *router) reconfigure(ctx actor.Context, msg *Reconfigure) {
+	now := time.Now()
+	if r.deps.Tokens == nil {
+		r.deps.Tokens = map[string]whatsapp.TokenSource{}
+	}
+	done := &Reconfigured{}
+	for _, id := range msg.Removed {
+		if _, ok := r.tenants[id]; !ok {
+			continue
+		}
+		delete(r.tenants, id)
+		delete(r.deps.Tokens, id)
+		done.Removed++
+	}
+	for _, t := range msg.Added {
+		if _, ok := r.tenants[t.ID]; ok {
+			msg.Changed = append(msg.Changed, t)
+			continue
+		}
+		e := &tenantEntry{cfg: t}
+		if r.deps.Shards != nil {
+			e.shard = int32(r.deps.Shards.ShardOf(t.ID))
+		}
+		r.tenants[t.ID] = e
+		r.deps.Tokens[t.ID] = msg.Tokens[t.ID]
+		done.Added++
+	}
+	for _, t := range msg.Changed {
+		e, ok := r.tenants[t.ID]
+		if !ok {
+			continue
+		}
+		tokens := msg.Tokens[t.ID]
+		if tokens != nil {
+			r.deps.Tokens[t.ID] = tokens
+		}
+		switch {
+		case e.state == nil:
+			e.cfg = t
+		case e.pid != nil || e.stopping != nil:
+			// The actor reads its settings through its state; they
+			// change in its own goroutine.
+			cfg := new(config.Tenant)
+			*cfg = t
+			r.sendToTenant(ctx, e, &reconfigureTenant{cfg: cfg, tokens: tokens}, nil)
+		default:
+			e.cfg = t
+			e.state.reconfigure(&e.cfg, tokens, now, r.deps)
+		}
+		done.Changed++
+	}
+	if done.Added > 0 || done.Removed > 0 {
+		r.ids = r.ids[:0]
+		for id := range r.tenants {
+			r.ids = append(r.ids, id)
+		}
+		sort.Strings(r.ids)
+	}
+	ctx.Respond(done)
 }
 
 // emptyBucket tells a tenant's actor that its shard was just acquired.
@@ -425,7 +524,7 @@ type deadLetteredByRouter struct{}
 // sends, the actor what it handles, both with this one list.
 func counted(msg any) bool {
 	switch msg.(type) {
-	case *messages.Dispatch, *deadLetteredByRouter, *emptyBucket,
+	case *messages.Dispatch, *deadLetteredByRouter, *emptyBucket, *reconfigureTenant,
 		*messages.GetTenant, *messages.ResetBreaker, *messages.PauseTenant, *messages.ResumeTenant:
 		return true
 	}

@@ -204,6 +204,20 @@ func NewSchedule(cfg ScheduleConfig, now time.Time) *Schedule {
 	}
 }
 
+// Reconfigure takes a tenant's new limits (a reload). The bucket keeps its
+// tokens (capped at the new burst) and refills at the new rate from now; an
+// adaptive throttle in force stays in force, as the same fraction of the
+// new rate; the breaker keeps its state (see Breaker.Configure); the window
+// keeps what it learnt under its new cap.
+func (s *Schedule) Reconfigure(cfg ScheduleConfig, now time.Time) {
+	cfg = cfg.withDefaults()
+	fraction := s.bucket.PerMinute() / s.cfg.PerMinute
+	s.cfg = cfg
+	s.bucket.SetLimits(cfg.PerMinute*min(fraction, 1), cfg.Burst, now)
+	s.breaker.Configure(cfg.FailureThreshold, cfg.OpenFor)
+	s.window.SetMax(cfg.MaxInFlight)
+}
+
 // Bucket returns the schedule's token bucket.
 func (s *Schedule) Bucket() *Bucket { return s.bucket }
 

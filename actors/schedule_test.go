@@ -568,3 +568,17 @@ func TestScheduleHoldCap(t *testing.T) {
 		assert.True(t, second.After(first))
 	})
 }
+
+// A throttle in force when the tenant's rate is reloaded stays in force, as
+// the same fraction of the new rate; the window keeps what it learnt under
+// its new cap.
+func TestReconfigureKeepsAThrottleRelativeToTheNewRate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := NewSchedule(ScheduleConfig{PerMinute: 600, Burst: 10, MaxInFlight: 64}, now)
+	s.Throttled(now)
+	require.Equal(t, 300.0, s.Bucket().PerMinute(), "halved")
+	s.Reconfigure(ScheduleConfig{PerMinute: 1200, Burst: 20, MaxInFlight: 4}, now)
+	assert.Equal(t, 600.0, s.Bucket().PerMinute(), "still half, of the new rate")
+	assert.Equal(t, 20, s.Bucket().Max())
+	assert.LessOrEqual(t, s.window.Size(1e6), 4, "under the new cap")
+}

@@ -65,15 +65,31 @@ func newTenantState(t *config.Tenant, tokens whatsapp.TokenSource, epoch string,
 		tokens:     tokens,
 		epoch:      epoch,
 		quarantine: Quarantine{After: deps.QuarantineAfter, Window: deps.QuarantineWindow},
-		sched: NewSchedule(ScheduleConfig{
-			PerMinute:        t.RateLimit.PerMinute,
-			Burst:            t.RateLimit.Burst,
-			FailureThreshold: t.Breaker.FailureThreshold,
-			OpenFor:          t.Breaker.OpenFor,
-			MaxHeld:          deps.MaxHeld,
-			MaxInFlight:      t.MaxInFlight,
-		}, now),
+		sched:      NewSchedule(scheduleConfig(t, deps), now),
 	}
+}
+
+func scheduleConfig(t *config.Tenant, deps *Config) ScheduleConfig {
+	return ScheduleConfig{
+		PerMinute:        t.RateLimit.PerMinute,
+		Burst:            t.RateLimit.Burst,
+		FailureThreshold: t.Breaker.FailureThreshold,
+		OpenFor:          t.Breaker.OpenFor,
+		MaxHeld:          deps.MaxHeld,
+		MaxInFlight:      t.MaxInFlight,
+	}
+}
+
+// reconfigure takes the tenant's settings from a reload: everything it
+// holds (jobs, pause, quarantine, counters, duplicate memory) stays, and
+// its limits change from now (Schedule.Reconfigure). A nil tokens keeps
+// the token source.
+func (s *TenantState) reconfigure(t *config.Tenant, tokens whatsapp.TokenSource, now time.Time, deps *Config) {
+	s.cfg = t
+	if tokens != nil {
+		s.tokens = tokens
+	}
+	s.sched.Reconfigure(scheduleConfig(t, deps), now)
 }
 
 // sendsStopped reports whether an operator pause or a crash quarantine

@@ -71,6 +71,9 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.st.deadLettered++
 	case *emptyBucket:
 		a.st.sched.Bucket().Empty(time.Now())
+	case *reconfigureTenant:
+		a.st.reconfigure(msg.cfg, msg.tokens, time.Now(), a.deps)
+		a.pump(ctx)
 	case *messages.GetTenant:
 		a.keepIdleCheck(ctx)
 		ctx.Respond(a.info())

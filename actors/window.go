@@ -49,6 +49,16 @@ func NewWindow(max int) Window {
 	return Window{max: max, cwnd: InitialWindow}
 }
 
+// SetMax changes the cap (max_in_flight, on a reload); what the window
+// learnt stays, below the new cap.
+func (w *Window) SetMax(max int) {
+	if max < 1 {
+		max = DefaultMaxInFlight
+	}
+	w.max = max
+	w.cwnd = min(w.cwnd, float64(max))
+}
+
 // Size is how many sends may be in flight at a send rate of perSecond.
 func (w *Window) Size(perSecond float64) int {
 	return max(1, min(int(w.cwnd), w.Ceiling(perSecond)))

@@ -69,6 +69,11 @@ type Options struct {
 	Role func() string
 	// Shards answers GET /v1/shards (a JSON value); nil answers 404.
 	Shards func() any
+	// Config answers GET /v1/config (a JSON value); nil answers 404.
+	Config func() any
+	// Reload answers POST /v1/reload: 200 with its value, or 422 with the
+	// error's one line; nil answers 404.
+	Reload func(ctx context.Context) (any, error)
 	// Metrics serves /metrics; nil answers 404.
 	Metrics http.Handler
 	// Logger defaults to discarding.
@@ -195,6 +200,8 @@ func (s *Server) routes() http.Handler {
 		{http.MethodGet, "/metrics", s.metrics},
 		{http.MethodGet, "/v1/tenants", s.listTenants},
 		{http.MethodGet, "/v1/shards", s.shards},
+		{http.MethodGet, "/v1/config", s.config},
+		{http.MethodPost, "/v1/reload", s.reload},
 		{http.MethodGet, "/v1/tenants/{id}", s.tenant("", s.opts.Tenants.Get)},
 		{http.MethodPost, "/v1/tenants/{id}/breaker/reset", s.tenant("breaker_reset", s.opts.Tenants.ResetBreaker)},
 		{http.MethodPost, "/v1/tenants/{id}/pause", s.tenant("pause", s.opts.Tenants.Pause)},
@@ -273,6 +280,34 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		body["role"] = s.opts.Role()
 	}
 	writeJSON(w, status, body)
+}
+
+func (s *Server) config(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Config == nil {
+		writeError(w, http.StatusNotFound, "no configuration to show")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.opts.Config())
+}
+
+// reload reloads the tenants file; a file that fails validation is 422
+// with the same line a start-up would print, and nothing changes.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Reload == nil {
+		writeError(w, http.StatusNotFound, "reloading is not enabled")
+		return
+	}
+	res, err := s.opts.Reload(r.Context())
+	switch {
+	case errors.Is(err, messages.ErrNoAnswer):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	s.log.Info("admin_command", slog.String("command", "reload"), slog.String("remoteAddr", r.RemoteAddr))
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) shards(w http.ResponseWriter, _ *http.Request) {

@@ -50,11 +50,16 @@ type Config struct {
 	BackpressureLow      int           // BACKPRESSURE_LOW, queue depth that turns it off again
 	BackpressureInterval time.Duration // BACKPRESSURE_INTERVAL
 	ShutdownTimeout      time.Duration // SHUTDOWN_TIMEOUT
+	// TenantsWatch is TENANTS_WATCH: how often the tenants file is looked
+	// at for a change to reload; 0 is off.
+	TenantsWatch time.Duration
 	// Shards is SHARDS: how many shards the tenants are split into, each
 	// owned by one worker at a time; every worker on the queue must agree.
 	Shards int
 
 	Tenants []Tenant // from TenantsFile, in file order
+	// TenantsHash is the SHA-256 of the tenants file as loaded, in hex.
+	TenantsHash string
 }
 
 // Tenant is one tenant of the tenants file, with the file's defaults applied.
@@ -119,11 +124,11 @@ func Load(getenv func(string) string, args []string, usage io.Writer) (Config, e
 	if err := c.validateSettings(); err != nil {
 		return Config{}, err
 	}
-	tenants, err := LoadTenants(c.TenantsFile, getenv)
+	f, err := LoadTenantsFile(c.TenantsFile, getenv)
 	if err != nil {
 		return Config{}, err
 	}
-	c.Tenants = tenants
+	c.Tenants, c.TenantsHash = f.Tenants, f.Hash
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -232,6 +237,11 @@ func (c Config) Redacted() string {
 	line("BACKPRESSURE_LOW", c.BackpressureLow)
 	line("BACKPRESSURE_INTERVAL", c.BackpressureInterval)
 	line("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.TenantsWatch > 0 {
+		line("TENANTS_WATCH", c.TenantsWatch)
+	} else {
+		line("TENANTS_WATCH", "off")
+	}
 	line("SHARDS", c.Shards)
 	ids := make([]string, len(c.Tenants))
 	for i, t := range c.Tenants {
@@ -260,6 +270,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("backpressureLow", c.BackpressureLow),
 		slog.Duration("backpressureInterval", c.BackpressureInterval),
 		slog.Duration("shutdownTimeout", c.ShutdownTimeout),
+		slog.Duration("tenantsWatch", c.TenantsWatch),
 		slog.Int("shards", c.Shards),
 		slog.Int("tenants", len(c.Tenants)),
 	)

@@ -169,6 +169,7 @@ func TestLoad(t *testing.T) {
 			"--backpressure-interval", "2s",
 			"--shutdown-timeout=4s",
 			"--shards", "7",
+			"--tenants-watch", "off",
 		}, io.Discard)
 		require.NoError(t, err)
 		assert.Equal(t, config.Config{
@@ -190,6 +191,7 @@ func TestLoad(t *testing.T) {
 			BackpressureInterval: 2 * time.Second,
 			ShutdownTimeout:      4 * time.Second,
 			Tenants:              c.Tenants,
+			TenantsHash:          c.TenantsHash,
 		}, c)
 	})
 

@@ -103,6 +103,9 @@ func settings() []setting {
 		{"BACKPRESSURE_INTERVAL", "backpressure-interval", "DURATION", "30s",
 			"how often the queue depth is checked",
 			func(c *Config, raw string) (err error) { c.BackpressureInterval, err = parsePositive(raw); return err }},
+		{"TENANTS_WATCH", "tenants-watch", "on|off|DURATION", "on",
+			"reload TENANTS_FILE when its content changes, looked at every 5s (on) or every DURATION; off: only on SIGHUP or POST /v1/reload",
+			func(c *Config, raw string) (err error) { c.TenantsWatch, err = parseWatch(raw); return err }},
 		{"SHARDS", "shards", "N", "32",
 			"shards the tenants are split into, shared by every worker on AMQP_QUEUE (1 to 1024); the same for all of them",
 			func(c *Config, raw string) (err error) { c.Shards, err = parseShards(raw); return err }},
@@ -315,6 +318,23 @@ func checkAtLeast(n, least int) error {
 		return fmt.Errorf("must be >= %d (got %d)", least, n)
 	}
 	return nil
+}
+
+// DefaultTenantsWatch is how often TENANTS_WATCH=on looks at the file.
+const DefaultTenantsWatch = 5 * time.Second
+
+func parseWatch(raw string) (time.Duration, error) {
+	switch strings.ToLower(raw) {
+	case "on", "true", "1":
+		return DefaultTenantsWatch, nil
+	case "off", "false", "0":
+		return 0, nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d < 100*time.Millisecond {
+		return 0, fmt.Errorf("must be on, off or a Go duration of at least 100ms like 5s (got %q)", raw)
+	}
+	return d, nil
 }
 
 // maxShards bounds SHARDS (broker.MaxShards): every shard is a queue, a

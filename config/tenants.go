@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -150,10 +152,49 @@ func (w *wholeNumber) UnmarshalYAML(n *yaml.Node) error {
 // access_token_env is set (read through getenv) or its access_token_file is
 // readable and not empty. A relative access_token_file is resolved against
 // the directory of path. Errors match ErrConfig and begin with path.
+// A nil getenv skips the token checks (wadispatch check --skip-tokens).
 func LoadTenants(path string, getenv func(string) string) ([]Tenant, error) {
+	f, err := LoadTenantsFile(path, getenv)
+	return f.Tenants, err
+}
+
+// TenantsFile is a tenants file as loaded: its tenants and the hash of the
+// bytes they came from.
+type TenantsFile struct {
+	Tenants []Tenant
+	// Hash is the SHA-256 of the file's content, in hex: replicas that
+	// disagree show different hashes.
+	Hash string
+}
+
+// HashTenantsFile returns the hash LoadTenantsFile would give the file's
+// content now, without parsing it.
+func HashTenantsFile(path string) (string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, newError(err, "%s: cannot read file: %v; point TENANTS_FILE or --tenants-file at the tenants file",
+		return "", newError(err, "%s: cannot read file: %v", path, pathErrReason(err))
+	}
+	return hashBytes(data), nil
+}
+
+func hashBytes(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// LoadTenantsFile is LoadTenants with the file's hash.
+func LoadTenantsFile(path string, getenv func(string) string) (TenantsFile, error) {
+	tenants, data, err := loadTenants(path, getenv)
+	if err != nil {
+		return TenantsFile{}, err
+	}
+	return TenantsFile{Tenants: tenants, Hash: hashBytes(data)}, nil
+}
+
+func loadTenants(path string, getenv func(string) string) ([]Tenant, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, newError(err, "%s: cannot read file: %v; point TENANTS_FILE or --tenants-file at the tenants file",
 			path, pathErrReason(err))
 	}
 	var raw rawFile
@@ -161,18 +202,18 @@ func LoadTenants(path string, getenv func(string) string) ([]Tenant, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, newError(err, "%s: file is empty; it needs a tenants list", path)
+			return nil, nil, newError(err, "%s: file is empty; it needs a tenants list", path)
 		}
-		return nil, newError(err, "%s: %s", path, explainYAMLError(data, err))
+		return nil, nil, newError(err, "%s: %s", path, explainYAMLError(data, err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, newError(err, "%s: holds more than one YAML document (---); keep one", path)
+		return nil, nil, newError(err, "%s: holds more than one YAML document (---); keep one", path)
 	}
 
 	defaults := raw.Defaults.apply(builtinPolicy())
 	if err := checkPolicy(defaults); err != nil {
-		return nil, newError(nil, "%s: defaults: %s", path, err)
+		return nil, nil, newError(nil, "%s: defaults: %s", path, err)
 	}
 	tenants := make([]Tenant, len(raw.Tenants))
 	for i, rt := range raw.Tenants {
@@ -194,9 +235,9 @@ func LoadTenants(path string, getenv func(string) string) ([]Tenant, error) {
 		}
 	}
 	if err := validateTenants(path, tenants, getenv); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return tenants, nil
+	return tenants, data, nil
 }
 
 // validateTenants checks tenants in file order and returns the first error.

@@ -35,7 +35,7 @@ var errNoAnswer = errors.New("tenant state missing")
 
 // tenantCollector emits per-tenant state gauges at scrape time.
 type tenantCollector struct {
-	tenants map[string]struct{} // read-only
+	tenants *tenantSet
 
 	mu      sync.Mutex
 	source  TenantLister
@@ -52,7 +52,7 @@ type tenantCollector struct {
 	scrapeErrors    prometheus.Counter
 }
 
-func newTenantCollector(tenants map[string]struct{}) *tenantCollector {
+func newTenantCollector(tenants *tenantSet) *tenantCollector {
 	name := func(n string) string { return prometheus.BuildFQName(namespace, "", n) }
 	return &tenantCollector{
 		tenants: tenants,
@@ -151,7 +151,7 @@ func (c *tenantCollector) emit(ch chan<- prometheus.Metric, infos []messages.Ten
 	var err error
 	seen := make(map[string]bool, len(infos))
 	for _, t := range infos {
-		if _, ok := c.tenants[t.ID]; !ok || seen[t.ID] {
+		if !c.tenants.has(t.ID) || seen[t.ID] {
 			continue
 		}
 		seen[t.ID] = true

@@ -14,6 +14,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +53,7 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 	// tenants is the set of configured tenant ids; read-only after New.
-	tenants map[string]struct{}
+	tenants *tenantSet
 
 	jobs         *prometheus.CounterVec
 	deferrals    *prometheus.CounterVec
@@ -68,6 +69,9 @@ type Metrics struct {
 	shardsOwned     prometheus.Gauge
 	handovers       *prometheus.CounterVec
 	moved           *prometheus.CounterVec
+	reloadOK        prometheus.Gauge
+	reloadAt        prometheus.Gauge
+	configInfo      *prometheus.GaugeVec
 
 	state *tenantCollector
 }
@@ -79,7 +83,7 @@ var _ actors.Observer = (*Metrics)(nil)
 func New(tenants []string) *Metrics {
 	m := &Metrics{
 		reg:     prometheus.NewRegistry(),
-		tenants: make(map[string]struct{}, len(tenants)),
+		tenants: newTenantSet(tenants),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "jobs_total",
 			Help: "Jobs that reached a terminal outcome (sent, failed, dead_lettered), by tenant.",
@@ -133,6 +137,18 @@ func New(tenants []string) *Metrics {
 			Namespace: namespace, Name: "jobs_moved_total",
 			Help: "Jobs moved to their tenant's shard: from the intake, or misrouted to another shard.",
 		}, []string{"reason"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_successful",
+			Help: "1 if the last load of the tenants file succeeded (at start it must), 0 if it failed.",
+		}),
+		reloadAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "When the tenants file was last loaded successfully, in Unix seconds.",
+		}),
+		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_info",
+			Help: "1 for the SHA-256 of the tenants file in force: replicas that disagree show different hashes.",
+		}, []string{"hash"}),
 	}
 	for _, r := range []string{"intake", "misrouted"} {
 		m.moved.WithLabelValues(r)
@@ -141,27 +157,15 @@ func New(tenants []string) *Metrics {
 	for _, r := range []string{"rebalance", "shutdown", "connection_lost"} {
 		m.handovers.WithLabelValues("released", r)
 	}
-	for _, id := range tenants {
-		m.tenants[id] = struct{}{}
-	}
 	m.state = newTenantCollector(m.tenants)
-
-	reasons := deferReasons()
 	for _, id := range append(append([]string(nil), tenants...), UnknownTenant) {
-		for _, o := range outcomes {
-			m.jobs.WithLabelValues(id, o)
-		}
-		for _, r := range reasons {
-			m.deferrals.WithLabelValues(id, r)
-		}
-		m.sendDuration.WithLabelValues(id)
-		m.restarts.WithLabelValues(id)
+		m.addTenant(id)
 	}
 
 	m.reg.MustRegister(
 		m.jobs, m.deferrals, m.sendDuration, m.restarts,
 		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady, m.held, m.saturated,
-		m.shardsOwned, m.handovers, m.moved,
+		m.shardsOwned, m.handovers, m.moved, m.reloadOK, m.reloadAt, m.configInfo,
 		m.state,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -185,10 +189,88 @@ func (m *Metrics) Handler() http.Handler { return m.handler }
 // method maps its tenant id through it, so callers (the actors) pass ids as
 // they are and need no mapping of their own.
 func (m *Metrics) tenant(id string) string {
-	if _, ok := m.tenants[id]; ok {
+	if m.tenants.has(id) {
 		return id
 	}
 	return UnknownTenant
+}
+
+// addTenant creates a tenant's series at zero, so they exist before its
+// first job.
+func (m *Metrics) addTenant(id string) {
+	for _, o := range outcomes {
+		m.jobs.WithLabelValues(id, o)
+	}
+	for _, r := range deferReasons() {
+		m.deferrals.WithLabelValues(id, r)
+	}
+	m.sendDuration.WithLabelValues(id)
+	m.restarts.WithLabelValues(id)
+}
+
+// ConfigLoaded records a load of the tenants file: ok with the hash of the
+// file now in force, or a failure (the file in force stays).
+func (m *Metrics) ConfigLoaded(ok bool, at time.Time, hash string) {
+	if !ok {
+		m.reloadOK.Set(0)
+		return
+	}
+	m.reloadOK.Set(1)
+	m.reloadAt.Set(float64(at.UnixNano()) / 1e9)
+	m.configInfo.Reset()
+	m.configInfo.WithLabelValues(hash).Set(1)
+}
+
+// SetTenantIDs changes the configured tenants after a reload: added ones get
+// their series, removed ones lose theirs (what they counted is gone with
+// them, as after a restart).
+func (m *Metrics) SetTenantIDs(ids []string) {
+	old := m.tenants.set(ids)
+	for _, id := range ids {
+		if _, ok := old[id]; !ok {
+			m.addTenant(id)
+		}
+		delete(old, id)
+	}
+	for id := range old {
+		m.jobs.DeletePartialMatch(prometheus.Labels{"tenant": id})
+		m.deferrals.DeletePartialMatch(prometheus.Labels{"tenant": id})
+		m.sendDuration.DeleteLabelValues(id)
+		m.restarts.DeleteLabelValues(id)
+	}
+}
+
+// tenantSet is the configured tenant ids, replaced whole on a reload and
+// read by every Observer call.
+type tenantSet struct {
+	p atomic.Pointer[map[string]struct{}]
+}
+
+func newTenantSet(ids []string) *tenantSet {
+	s := &tenantSet{}
+	s.set(ids)
+	return s
+}
+
+func (s *tenantSet) has(id string) bool {
+	_, ok := (*s.p.Load())[id]
+	return ok
+}
+
+// set replaces the ids and returns a copy of the previous ones.
+func (s *tenantSet) set(ids []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		m[id] = struct{}{}
+	}
+	old := s.p.Swap(&m)
+	prev := map[string]struct{}{}
+	if old != nil {
+		for id := range *old {
+			prev[id] = struct{}{}
+		}
+	}
+	return prev
 }
 
 // JobOutcome counts a job's terminal outcome.

@@ -435,3 +435,25 @@ func TestConcurrentUse(t *testing.T) {
 type listFunc func(ctx context.Context) ([]messages.TenantInfo, error)
 
 func (f listFunc) List(ctx context.Context) ([]messages.TenantInfo, error) { return f(ctx) }
+
+// After a reload, an added tenant has its series and a removed one loses
+// them; what a removed id counts afterwards is _unknown.
+func TestReloadedTenantsChangeTheLabels(t *testing.T) {
+	m := metrics.New([]string{"acme", "globex"})
+	m.JobOutcome("globex", "sent")
+	m.SetTenantIDs([]string{"acme", "initech"})
+	m.JobOutcome("initech", "sent")
+	m.JobOutcome("globex", "sent")
+	s := scrapeOver(t, m)
+	assert.Equal(t, 1.0, s.value(t, "wadispatch_jobs_total", l("tenant", "initech", "outcome", "sent")))
+	assert.Equal(t, 1.0, s.value(t, "wadispatch_jobs_total", l("tenant", metrics.UnknownTenant, "outcome", "sent")))
+	_, ok := s.metric("wadispatch_jobs_total", l("tenant", "globex", "outcome", "sent"))
+	assert.False(t, ok, "a removed tenant's series are gone")
+
+	m.ConfigLoaded(true, time.Unix(1700000000, 0), "abc")
+	m.ConfigLoaded(false, time.Unix(1700000100, 0), "")
+	s = scrapeOver(t, m)
+	assert.Equal(t, 0.0, s.value(t, "wadispatch_config_last_reload_successful", nil))
+	assert.Equal(t, 1700000000.0, s.value(t, "wadispatch_config_last_reload_success_timestamp_seconds", nil))
+	assert.Equal(t, 1.0, s.value(t, "wadispatch_config_info", l("hash", "abc")))
+}

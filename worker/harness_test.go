@@ -40,6 +40,9 @@ type harness struct {
 	logs    *testkit.SyncBuffer
 	tenants map[string]testTenant
 	stop    func()
+	// defaults is the tenants file's defaults block, for files written
+	// later (tenantsFile).
+	defaults string
 }
 
 type harnessOptions struct {
@@ -52,6 +55,9 @@ type harnessOptions struct {
 	Prepublish [][]byte
 	// BeforeRun runs after the worker is built, before it consumes.
 	BeforeRun func(*harness)
+	// BeforeConfig, when set, is given the tenants file written and
+	// returns the path the worker is to read instead (a symlink to it).
+	BeforeConfig func(h *harness, path string) string
 	// AMQPURL is the broker (default the shared test broker), e.g. a
 	// testkit.RabbitNode's for a test that disrupts it.
 	AMQPURL string
@@ -79,8 +85,12 @@ func startHarness(tb testing.TB, tenants []testTenant, opts harnessOptions) *har
 	for _, t := range tenants {
 		h.tenants[t.ID] = t
 	}
+	h.defaults = defaults
 	path, getenv, err := localrun.WriteTenants(tb.TempDir(), defaults, tenants, h.fake, nil)
 	require.NoError(tb, err)
+	if opts.BeforeConfig != nil {
+		path = opts.BeforeConfig(h, path)
+	}
 	url := testkit.AMQPURL()
 	if opts.AMQPURL != "" {
 		url = opts.AMQPURL

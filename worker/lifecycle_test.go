@@ -260,7 +260,7 @@ func startNodeWorker(t *testing.T, node *testkit.RabbitNode, tenants []testTenan
 func processHarness(t *testing.T, tenants []testTenant, extra ...string) (*harness, []string) {
 	t.Helper()
 	h := &harness{tb: t, fake: testkit.StartFakeMeta(t), topo: testkit.Topology(t), logs: &testkit.SyncBuffer{},
-		tenants: map[string]testTenant{}, stop: func() {}}
+		tenants: map[string]testTenant{}, stop: func() {}, defaults: lifecycleDefaults}
 	dir := t.TempDir()
 	for i := range tenants {
 		tenants[i].TokenFile = filepath.Join(dir, tenants[i].ID+".token")

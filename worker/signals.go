@@ -27,3 +27,21 @@ func SignalContext(prog string, code int) context.Context {
 	}()
 	return ctx
 }
+
+// ReloadSignals returns a channel with a value for every SIGHUP, the signal
+// operators and systemd's ExecReload send for "reload": the process no
+// longer dies of it (Go's default), it reloads its tenants file.
+func ReloadSignals() <-chan struct{} {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP)
+	out := make(chan struct{}, 1)
+	go func() {
+		for range sigs {
+			select {
+			case out <- struct{}{}:
+			default: // one reload pending is enough
+			}
+		}
+	}()
+	return out
+}

@@ -38,6 +38,9 @@ type Options struct {
 	// Version is the build's version, logged on every line ("dev" when
 	// empty).
 	Version string
+	// Reloads, when set, asks for a reload of the tenants file on every
+	// value (the binary sends one for each SIGHUP).
+	Reloads <-chan struct{}
 	// Unsharded makes this worker take every shard non-exclusively, as
 	// workers did before shards: for the tests' control runs only (see
 	// broker.Options.Unsharded).
@@ -60,6 +63,9 @@ type Worker struct {
 	// shutdown timeout has passed.
 	work       context.Context
 	cancelWork context.CancelFunc
+	getenv     func(string) string
+	config     *configState
+	reloads    <-chan struct{}
 }
 
 // New connects to the broker, declares the topology, starts the actors and,
@@ -151,13 +157,17 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 	}
 	tenants := actors.Directory{Root: system.Root, Router: router}
 	w := &Worker{cfg: cfg, logger: logger, secrets: secrets, broker: b, system: system,
-		router: router, sender: sender, tenants: tenants, metrics: m, work: work, cancelWork: cancelWork}
+		router: router, sender: sender, tenants: tenants, metrics: m, work: work, cancelWork: cancelWork,
+		getenv: opts.Getenv, config: newConfigState(cfg), reloads: opts.Reloads}
+	m.ConfigLoaded(true, time.Now(), cfg.TenantsHash)
 	m.SetTenants(tenants)
 	if cfg.AdminEnabled() {
 		w.admin, err = admin.New(admin.Options{
 			Addr: cfg.AdminAddr, Token: cfg.AdminToken,
 			Tenants: tenants, Ready: w.Ready, Metrics: m.Handler(), Logger: logger,
 			Role: w.Role, Shards: func() any { return b.Ownership() },
+			Config: func() any { return w.ConfigStatus() },
+			Reload: func(ctx context.Context) (any, error) { return w.Reload(ctx, "api") },
 		})
 		if err == nil {
 			err = w.admin.Start() // logs admin_listening with its address
@@ -199,6 +209,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(backpressure)
 		w.runBackpressure(consume)
 	}()
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		if w.cfg.TenantsWatch > 0 {
+			w.watchTenants(consume, w.cfg.TenantsWatch)
+		}
+	}()
 	w.logger.Info("worker_started", slog.Int("tenants", len(w.cfg.Tenants)), slog.String("queue", w.cfg.Queue))
 	root := w.system.Root
 	sample := time.NewTicker(time.Second)
@@ -214,6 +231,9 @@ loop:
 				Intake: d.Shard < 0, Shard: d.Shard})
 		case now := <-saturation.C:
 			w.watchSaturation(&sat, now)
+		case <-w.reloads:
+			// Off the loop: deliveries keep flowing while the file loads.
+			go func() { _, _ = w.Reload(consume, "sighup") }()
 		case <-sample.C:
 			w.metrics.SetReady(w.broker.Ready())
 			w.metrics.SetPrefetch(w.broker.Prefetch())
@@ -226,6 +246,7 @@ loop:
 	stopConsume()
 	<-consumed
 	<-backpressure
+	<-watching
 	drain, cancel := context.WithTimeout(context.Background(), w.cfg.ShutdownTimeout)
 	defer cancel()
 	settleErr := w.broker.WaitSettled(drain)

@@ -6,6 +6,7 @@
 //	wadbench [--quick] [flags]   the benchmark suite, one table
 //	wadbench loadcheck [flags]   one tenant's rate limit under load
 //	wadbench scale --tenants N   one scale measurement (the suite runs it as a child)
+//	wadbench shard-worker FLAGS  one worker (the shards rows run it as a child to kill)
 //
 // It is a separate binary so that the worker's (cmd/wadispatch) links
 // neither the suite nor the test helpers it uses.

@@ -5,6 +5,7 @@
 //	wadispatch run       run the worker (configuration from env and flags)
 //	wadispatch demo      run the worker against a fake Meta with sample jobs
 //	wadispatch tenants   show tenants of a running worker
+//	wadispatch check     validate a tenants file offline
 //	wadispatch fakemeta  serve the fake Graph API used by tests and the demo
 //	wadispatch version   print the version
 //
@@ -48,6 +49,7 @@ Usage:
   wadispatch run [flags]        run the worker (every flag also has an env var; see run --help)
   wadispatch demo [flags]       run the worker on local RabbitMQ with a fake Meta and sample jobs
   wadispatch tenants [ID]       show a running worker's tenants (--json, --admin-addr, --admin-token)
+  wadispatch check [flags]      validate a tenants file as a start or reload would (--tenants-file, --skip-tokens)
   wadispatch fakemeta [flags]   serve the fake Graph API (for trying the worker by hand)
   wadispatch version            print the version
 
@@ -64,7 +66,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	var err error
 	switch cmd {
 	case "run":
-		err = worker.Main(ctx, rest, stderr, worker.Options{Logs: stdout, Getenv: getenv, Version: version})
+		err = worker.Main(ctx, rest, stderr, worker.Options{Logs: stdout, Getenv: getenv, Version: version,
+			Reloads: worker.ReloadSignals()})
+	case "check":
+		err = runCheck(rest, getenv, stdout, stderr)
 	case "demo":
 		err = demo.Run(ctx, rest, getenv, stdout, stderr)
 	case "tenants":
