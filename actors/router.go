@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -301,11 +302,24 @@ func (r *router) move(msg *messages.Deliver, job messages.Job, shard int) {
 		o.JobMoved(reason)
 	}
 	d, m := msg.Delivery, r.deps.Shards.MoveMessage(msg.Delivery, shard)
-	b, work, log := r.deps.Broker, r.deps.Context, r.deps.Logger
-	r.deps.lanes.Go(shard, func() {
-		if err := b.Settle(work, d, m); err != nil {
+	b, work, log, pool := r.deps.Broker, r.deps.Context, r.deps.Logger, r.deps.pool
+	failed := func(err error) {
+		if err != nil {
 			log.Error("move_failed", slog.Int("shard", shard), slog.String("error", err.Error()))
 		}
+	}
+	mover, pipelined := b.(interface {
+		Move(ctx context.Context, d messages.Delivery, m broker.Message) func() error
+	})
+	r.deps.lanes.Go(shard, func() {
+		if !pipelined {
+			failed(b.Settle(work, d, m))
+			return
+		}
+		// The lane orders the publishes; their confirms are waited for
+		// side by side.
+		wait := mover.Move(work, d, m)
+		pool.Go(func() { failed(wait()) })
 	})
 }
 

@@ -101,7 +101,8 @@ func TestBenchHelp(t *testing.T) {
 		err := Main(context.Background(), []string{"--help"}, func(string) string { return "" }, &bytes.Buffer{}, &stderr)
 		require.Error(t, err)
 		for _, row := range []string{"throughput T tenants", "window 1 tenant at R/s", "conversational tenants", "fairness (a)",
-			"scale N tenants", "deferral burst", "hotpath"} {
+			"scale N tenants", "deferral burst", "hotpath", "shards N worker(s)", "shards intake hop",
+			"shards handover after a kill", "shards join"} {
 			assert.Contains(t, stderr.String(), row)
 		}
 		for _, flag := range []string{"-quick", "-only", "-json"} {
@@ -164,4 +165,34 @@ func TestWindowBeforeThrottle(t *testing.T) {
 	assert.InDelta(t, 10, rate, 0.01)
 	first, _ = windowBeforeThrottle(calls, "r", from, end)
 	assert.True(t, first.IsZero(), "no throttle, no figure")
+}
+
+func TestShardsSettled(t *testing.T) {
+	const shards = 8
+	share := func(r, n int) shardsView {
+		return shardsView{rank: r, members: n, owned: shardsShare(r, n, shards), intake: r == 0}
+	}
+	t.Run("EachRankOwnsItsShareAndOneMovesTheIntake", func(t *testing.T) {
+		assert.Equal(t, []int{1, 4, 7}, shardsShare(1, 3, shards))
+		assert.True(t, shardsSettled(3, shards, []shardsView{share(2, 3), share(0, 3), share(1, 3)}))
+		child := share(1, 2)
+		child.members = -1 // a child's count is not known
+		assert.True(t, shardsSettled(2, shards, []shardsView{share(0, 2), child}))
+	})
+	t.Run("NotWhileAWorkerStillOwnsAllShards", func(t *testing.T) {
+		first := share(0, 1)
+		first.members = 2 // it has seen the new member but not given shards away yet
+		joined := shardsView{rank: 1, members: 2}
+		assert.False(t, shardsSettled(2, shards, []shardsView{first, joined}),
+			"the first worker owns every shard, the new one none: covered, but not shared")
+	})
+	t.Run("NotWithTwoWorkersOfOneRankOrNoIntake", func(t *testing.T) {
+		assert.False(t, shardsSettled(2, shards, []shardsView{share(0, 2), share(0, 2)}))
+		noIntake := share(0, 2)
+		noIntake.intake = false
+		assert.False(t, shardsSettled(2, shards, []shardsView{noIntake, share(1, 2)}))
+		stale := share(1, 2)
+		stale.members = 3
+		assert.False(t, shardsSettled(2, shards, []shardsView{share(0, 2), stale}))
+	})
 }

@@ -45,6 +45,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 			return runLoadCheck(ctx, args[1:], getenv, stdout, stderr)
 		case "scale":
 			return runScale(ctx, args[1:], stdout, stderr)
+		case shardsChildCommand:
+			return runShardWorker(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return runSuite(ctx, args, getenv, stdout, stderr)

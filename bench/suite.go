@@ -40,7 +40,7 @@ wadbench runs every measurement below against the local RabbitMQ (start it with
 measure, value, goal, and whether the goal is met. Each figure is the median of
 repeated runs (3, or 1 with --quick), and each ratio is taken between runs of
 the same invocation, interleaved, so that noise on a shared machine hits both
-sides. The default run takes about 11 minutes on two cores, --quick about 2
+sides. The default run takes about 14 minutes on two cores, --quick about 2.5
 minutes. Queues are named bench.*.<random> and deleted afterwards. Progress
 goes to stderr, the table to stdout.
 
@@ -116,6 +116,85 @@ Rows
       every conversational job sent (one still unsent 4 s after the wait for
       the backlog counts with that delay).
 
+  shards N worker(s), L  (N = 1, 2, 3; L = Meta 300ms, zero latency)
+      Throughput of several workers sharing one queue's 32 shards: N
+      in-process workers (each its own worker.New with connections of its
+      own; PREFETCH 100 each, backpressure off) on one topology, started one
+      after the other. The clock starts only once they own their shares:
+      each a distinct rank r < N, counting N members, owning exactly the
+      shards s with s mod N = r (so every shard once), one of them moving
+      the intake. Then a backlog of 2,000 jobs at 300 ms (3,000 at zero
+      latency; 1,000 and 1,500 with --quick), round-robin over 100 tenants
+      whose rate limits never bind, is published through the direct path
+      (the shards exchange, routing key the tenant's shard) with confirms
+      in windows of 500. Jobs/s = results / time from the first publish
+      until the last result (publishing overlaps the drain; at most 30 s).
+      The fake answers after a log-normal latency (median L, sigma 0.5, at
+      most 3 s, as in the window rows), or at once. Value: jobs/s, and for
+      N > 1 the ratio to 1 worker in the same repetition (the median of
+      the ratios) and the busiest worker's share of the jobs (the tenants
+      fall into shards by their id's hash); CPU per job of this process
+      (every worker, the fake, the publisher) + of the broker (whoever else
+      uses it too), and how many cores both kept busy; the peak of sends
+      in flight at the fake; deferrals per job (100 tenants on PREFETCH
+      100: a backlog job is often deferred once, busy, through the delay
+      tiers); how long the workers took to own their shares from the first
+      one's start. Each repetition runs the sizes in a rotating order, each
+      size's workers serving both latencies in alternating order, on fresh
+      job numbers (a worker answers an id it sent already as a duplicate).
+      The workers share this process's CPU and Go runtime. Goal at 300 ms:
+      ratio > 1 (PREFETCH is per worker, so N workers may have N x 100
+      sends in flight: adding a worker adds throughput). At zero latency no
+      goal: the machine's cores are the limit (two here), and the ratio
+      shows what splitting costs or gains there.
+
+  shards intake hop, 1 worker, L
+      One worker, the same backlog published to the intake (<queue>, where
+      producers that set no routing key publish) instead of the direct
+      path: the worker moves each job to its shard (a confirmed publish,
+      then the ack) and takes it from there. Runs beside the 1-worker
+      direct drain of the same repetition, in alternating order. Value:
+      intake jobs/s and intake / direct (the median of the ratios), the
+      compatibility path's cost. Goal: >= 0.85 at 300 ms, where the hop
+      should hide behind Meta's latency; at zero latency reported, no
+      threshold (the hop is CPU on cores that are busy already).
+
+  shards handover after a kill, 3 -> 2 workers
+  shards join, 2 -> 3 workers
+      Three workers own their shares as above, one of them a child process
+      (this binary run again with the hidden subcommand 'wadbench
+      shard-worker', whose ownership is read from its shard_acquired,
+      shard_released, rank_acquired and intake_acquired log lines), the
+      other two in-process. The child starts first, second or last by
+      repetition, so it holds rank 0 (and the intake), 1 or 2. Under 100
+      jobs/s over the 100 tenants through the direct path at Meta 300 ms,
+      1 s in, the child is killed with SIGKILL: the kernel closes its
+      sockets and the broker drops its consumers at once (a machine lost
+      without closing them is noticed only after the AMQP heartbeat
+      timeout; not measured here). Handover = time from the kill until the
+      two survivors own their shares of 2 (every shard once, the intake
+      moved). 1 s later a third worker starts in-process; join = time from
+      its worker.New until all three own their shares of 3. After 1 s more
+      the load stops and every job published is waited for (at most 15 s).
+      Value: the median times (and each repetition's); jobs published,
+      lost (never answered 200) and those that reached Meta twice (a send
+      in flight at the killed worker, cut off, made again by the new owner:
+      at-least-once). Goal: each <= 5 s, no job lost. Workers rebalance
+      every second: the survivors see the member count drop at their next
+      tick, give away what is no longer theirs once its jobs in hand are
+      settled, and take the rest at a later tick.
+
+  reload 100,000 tenants, every one changed
+  jobs/s beside reloads of 100,000 tenants
+      A worker with a tenants file of 100,000 tenants (10,000 with --quick)
+      reloads it with every tenant changed (the defaults' rate, alternately
+      500,000 and 600,000 a minute): the time of worker.Reload (read, check,
+      diff, one message applying it in the router), median of at least 3.
+      Then a drain of 3,000 jobs (1,000) over 100 of the tenants, published
+      through the direct path, with reloads running back to back beside it
+      and without, alternating: jobs/s each, and the ratio. Reported, no
+      goal.
+
   fairness (a) alone / (b) flood / (c) hang / (d) 500
       20 quiet tenants each publish 2 jobs/s; publish-to-send is the time from
       a job's publish (stamped in its text) to the fake Meta receiving it.
@@ -166,7 +245,7 @@ Flags
 `
 
 // benchSections are the parts of the suite, in the order they run.
-var benchSections = []string{"throughput", "window", "fairness", "scale", "deferral", "hotpath"}
+var benchSections = []string{"throughput", "window", "shards", "reload", "fairness", "scale", "deferral", "hotpath"}
 
 // benchRow is one line of the suite's table.
 type benchRow struct {
@@ -226,7 +305,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs := flag.NewFlagSet("wadbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	amqpURL := fs.String("amqp-url", firstNonEmpty(getenv("AMQP_URL"), testkit.DefaultAMQPURL), "broker URL (env AMQP_URL)")
-	quick := fs.Bool("quick", false, "short run: 1 repetition, smaller loads (about 90 s)")
+	quick := fs.Bool("quick", false, "short run: 1 repetition, smaller loads (about 2.5 minutes)")
 	only := fs.String("only", strings.Join(benchSections, ","), "comma-separated sections to run")
 	reps := fs.Int("reps", 0, "repetitions per measurement (default 3, 1 with --quick)")
 	asJSON := fs.Bool("json", false, "print the rows as JSON instead of a table")
@@ -266,7 +345,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 // broker answers when a section needs it. close undoes it.
 func newBenchEnv(o benchOptions, log io.Writer) (env *benchEnv, close func(), err error) {
 	env = &benchEnv{amqpURL: o.amqpURL, quick: o.quick, reps: o.reps, throughputCases: o.cases, log: log}
-	if o.sections["throughput"] || o.sections["window"] || o.sections["fairness"] || o.sections["deferral"] {
+	if o.sections["throughput"] || o.sections["window"] || o.sections["shards"] || o.sections["reload"] || o.sections["fairness"] || o.sections["deferral"] {
 		conn, err := amqp.Dial(env.amqpURL)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect to RabbitMQ at %s (start it with: go tool task rabbitmq): %w", logging.RedactURL(env.amqpURL), err)
@@ -364,6 +443,10 @@ func (e *benchEnv) run(ctx context.Context, section string) ([]benchRow, error) 
 		return e.throughput(ctx)
 	case "window":
 		return e.window(ctx)
+	case "shards":
+		return e.shards(ctx)
+	case "reload":
+		return e.reload(ctx)
 	case "fairness":
 		return e.fairness(ctx)
 	case "scale":

@@ -548,8 +548,8 @@ func (e *benchEnv) windowAnswered(ctx context.Context, phone string, timeout tim
 }
 
 // windowDeferrals is a log writer that counts the campaign tenant's
-// message_deferred lines by reason and keeps the longest delay; the
-// handler writes each line with one Write.
+// message_deferred lines (every tenant's when tenant is "") by reason and
+// keeps the longest delay; the handler writes each line with one Write.
 type windowDeferrals struct {
 	tenant string
 
@@ -569,7 +569,7 @@ func (w *windowDeferrals) Write(p []byte) (int, error) {
 			Reason   string `json:"reason"`
 			DelayMs  int64  `json:"delayMs"`
 		}
-		if json.Unmarshal(line, &l) != nil || l.TenantID != w.tenant {
+		if json.Unmarshal(line, &l) != nil || (w.tenant != "" && l.TenantID != w.tenant) {
 			continue
 		}
 		w.mu.Lock()

@@ -403,6 +403,42 @@ func (b *Broker) Settle(ctx context.Context, md messages.Delivery, msgs ...Messa
 	return d.Ack()
 }
 
+// Move is Settle for one replacing message, in two steps: the publish is
+// made before Move returns, so messages moved one after the other reach the
+// broker in that order, and the returned function waits for its confirm
+// and then acks d (or requeues it, and says why). The intake's moves use
+// it: in order per shard, without waiting a confirm before the next.
+func (b *Broker) Move(ctx context.Context, md messages.Delivery, m Message) func() error {
+	d := own(md)
+	if d.Stale() {
+		err := d.Requeue()
+		return func() error { return err }
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.opts.ConfirmTimeout)
+	wait, err := b.pub.start(ctx, m)
+	if err != nil {
+		cancel()
+		nerr := d.Requeue()
+		return func() error { return errors.Join(err, nerr) }
+	}
+	return func() error {
+		defer cancel()
+		if err := wait(); err != nil {
+			if errors.Is(err, ErrReturned) {
+				b.redeclareAfterReturn()
+			}
+			if nerr := d.Requeue(); nerr != nil {
+				return errors.Join(err, nerr)
+			}
+			return err
+		}
+		if d.ch != nil {
+			b.settled.add(fingerprint(d.props))
+		}
+		return d.Ack()
+	}
+}
+
 // redeclareAfterReturn declares the topology again after a publish came
 // back unroutable. Every route the worker publishes to is a queue of its
 // own topology, so a return means one was deleted under it; without this

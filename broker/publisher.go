@@ -274,10 +274,21 @@ func (g *pubGen) fail(err error) {
 
 // publish sends m with mandatory set and waits for its confirm until ctx ends.
 func (p *publisher) publish(ctx context.Context, m Message) error {
+	wait, err := p.start(ctx, m)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// start sends m with mandatory set and returns how to wait for its confirm
+// (until ctx ends). Messages started one after the other reach the broker
+// in that order, whenever their confirms come.
+func (p *publisher) start(ctx context.Context, m Message) (func() error, error) {
 	select {
 	case p.turn <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("publish to %q: waiting for the publisher: %w", m.Key, ErrUnconfirmed)
+		return nil, fmt.Errorf("publish to %q: waiting for the publisher: %w", m.Key, ErrUnconfirmed)
 	}
 	release := func() { <-p.turn }
 	if p.ch == nil || p.ch.IsClosed() || p.gen.isClosed() {
@@ -287,13 +298,13 @@ func (p *publisher) publish(ctx context.Context, m Message) error {
 		}
 		if err := p.connect(); err != nil {
 			release()
-			return fmt.Errorf("%w: %v", ErrNotConnected, err)
+			return nil, fmt.Errorf("%w: %v", ErrNotConnected, err)
 		}
 	}
 	ch, gen := p.ch, p.gen
 	if err := gen.waitUnblocked(ctx); err != nil {
 		release()
-		return fmt.Errorf("publish to %q: %w", m.Key, err)
+		return nil, fmt.Errorf("publish to %q: %w", m.Key, err)
 	}
 	seq := ch.GetNextPublishSeqNo()
 	id := strconv.FormatUint(seq, 10)
@@ -308,7 +319,7 @@ func (p *publisher) publish(ctx context.Context, m Message) error {
 	if gen.err != nil {
 		gen.mu.Unlock()
 		release()
-		return gen.err
+		return nil, gen.err
 	}
 	gen.pending[seq] = &pending{}
 	gen.mu.Unlock()
@@ -316,14 +327,19 @@ func (p *publisher) publish(ctx context.Context, m Message) error {
 	release()
 	if err != nil {
 		gen.drop(seq)
-		return fmt.Errorf("publish to %q: %w", m.Key, err)
+		return nil, fmt.Errorf("publish to %q: %w", m.Key, err)
 	}
 	if dc == nil || dc.DeliveryTag != seq {
 		// Cannot happen while only this publisher, under the turn, publishes
 		// on ch; a return could not be matched to it.
 		gen.drop(seq)
-		return fmt.Errorf("publish to %q: %w: confirm tracking lost its delivery tag", m.Key, ErrUnconfirmed)
+		return nil, fmt.Errorf("publish to %q: %w: confirm tracking lost its delivery tag", m.Key, ErrUnconfirmed)
 	}
+	return func() error { return waitConfirm(ctx, m, ch, gen, dc, seq) }, nil
+}
+
+// waitConfirm waits for one started publish's confirm.
+func waitConfirm(ctx context.Context, m Message, ch *amqp.Channel, gen *pubGen, dc *amqp.DeferredConfirmation, seq uint64) error {
 	select {
 	case <-dc.Done():
 	case <-ctx.Done():
