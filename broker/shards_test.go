@@ -189,3 +189,39 @@ func TestADeferredJobComesBackToItsShard(t *testing.T) {
 	require.NoError(t, back.Ack())
 	assert.Zero(t, testkit.Depth(t, ch, topo.Queue), "nothing went to the intake")
 }
+
+// Moves made one after the other reach their shard in that order, though
+// their confirms are waited for side by side; each delivery is acked only
+// once its move is confirmed.
+func TestMovesKeepTheirOrderWithConfirmsWaitedForTogether(t *testing.T) {
+	const shards, n = 2, 50
+	topo := shardedTopology(t, shards)
+	a := startShardWorker(t, topo)
+	require.Eventually(t, func() bool { return split(shards, a) && a.b.Ownership().Intake }, 10*time.Second, 10*time.Millisecond)
+	ch := testkit.Channel(t)
+	for i := range n {
+		testkit.Publish(t, ch, topo.Queue, []byte(fmt.Sprintf(`{"n":%d}`, i)), nil)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	var moved []string
+	for started := 0; started < n || len(moved) < n; {
+		d := next(t, a.out)
+		if d.Shard == -1 {
+			wait := a.b.Move(context.Background(), d, a.b.MoveMessage(d, 1))
+			wg.Add(1)
+			go func(i int) { defer wg.Done(); errs[i] = wait() }(started)
+			started++
+			continue
+		}
+		require.Equal(t, 1, d.Shard)
+		moved = append(moved, string(d.Body))
+		require.NoError(t, d.Ack())
+	}
+	wg.Wait()
+	for i := range n {
+		require.NoError(t, errs[i])
+		require.Equal(t, fmt.Sprintf(`{"n":%d}`, i), moved[i], "in the order moved")
+	}
+	assert.Zero(t, testkit.Depth(t, ch, topo.Queue), "every intake delivery acked")
+}
