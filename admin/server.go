@@ -57,7 +57,7 @@ var ErrAlreadyStarted = errors.New("admin server already started")
 type Options struct {
 	// Addr is ADMIN_ADDR, the host:port to listen on (port 0 picks one).
 	Addr string
-	// Token is ADMIN_TOKEN; when set, every route but /healthz requires
+	// Token is ADMIN_TOKEN; when set, every route but /healthz and /readyz requires
 	// "Authorization: Bearer <Token>". Required unless Addr is loopback.
 	Token string
 	// Tenants answers every question about tenants; required.
@@ -78,6 +78,10 @@ type Options struct {
 	Metrics http.Handler
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// MetricsOnly serves /healthz, /readyz and /metrics and nothing else,
+	// without a token (METRICS_ADDR): a scraper's listener that can neither
+	// change state nor read a tenant's. Tenants is not needed then.
+	MetricsOnly bool
 }
 
 // Server is the admin HTTP server. Its methods are safe for concurrent use.
@@ -96,13 +100,15 @@ type Server struct {
 // It refuses an Addr beyond loopback (127.0.0.0/8, ::1, localhost) without a
 // Token.
 func New(opts Options) (*Server, error) {
-	if opts.Tenants == nil {
+	if opts.Tenants == nil && !opts.MetricsOnly {
 		return nil, errors.New("admin: Options.Tenants is required")
 	}
 	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		return nil, fmt.Errorf("%w: must be host:port like 127.0.0.1:8081 (got %q)", ErrInvalidAddr, opts.Addr)
 	}
-	if err := config.CheckAdminToken(opts.Addr, opts.Token); err != nil {
+	if opts.MetricsOnly {
+		opts.Token = ""
+	} else if err := config.CheckAdminToken(opts.Addr, opts.Token); err != nil {
 		return nil, err
 	}
 	if opts.Ready == nil {
@@ -143,7 +149,11 @@ func (s *Server) Start() error {
 	}
 	s.ln = ln
 	s.serving = make(chan struct{})
-	s.log.Info("admin_listening", slog.String("addr", ln.Addr().String()), slog.Bool("auth", s.opts.Token != ""))
+	event := "admin_listening"
+	if s.opts.MetricsOnly {
+		event = "metrics_listening"
+	}
+	s.log.Info(event, slog.String("addr", ln.Addr().String()), slog.Bool("auth", s.opts.Token != ""))
 	go func() {
 		defer close(s.serving)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -198,6 +208,17 @@ func (s *Server) routes() http.Handler {
 		{http.MethodGet, "/healthz", s.healthz},
 		{http.MethodGet, "/readyz", s.readyz},
 		{http.MethodGet, "/metrics", s.metrics},
+	}
+	if !s.opts.MetricsOnly {
+		rs = append(rs, s.tenantRoutes()...)
+	}
+	return s.serve(rs)
+}
+
+// tenantRoutes are the routes that read or change tenants and the
+// configuration.
+func (s *Server) tenantRoutes() []route {
+	return []route{
 		{http.MethodGet, "/v1/tenants", s.listTenants},
 		{http.MethodGet, "/v1/shards", s.shards},
 		{http.MethodGet, "/v1/config", s.config},
@@ -207,6 +228,9 @@ func (s *Server) routes() http.Handler {
 		{http.MethodPost, "/v1/tenants/{id}/pause", s.tenant("pause", s.opts.Tenants.Pause)},
 		{http.MethodPost, "/v1/tenants/{id}/resume", s.tenant("resume", s.opts.Tenants.Resume)},
 	}
+}
+
+func (s *Server) serve(rs []route) http.Handler {
 	mux := http.NewServeMux()
 	allowed := map[string][]string{}
 	var paths []string
@@ -242,7 +266,8 @@ func methodNotAllowed(methods []string) http.Handler {
 	})
 }
 
-// authenticate requires the bearer token on every path but /healthz, when a
+// authenticate requires the bearer token on every path but the probes
+// (/healthz, /readyz: a kubelet's probe cannot keep a secret), when a
 // token is set. Both sides are hashed before the constant-time comparison
 // so that not even the token's length leaks.
 func (s *Server) authenticate(next http.Handler) http.Handler {
@@ -251,7 +276,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(s.opts.Token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}

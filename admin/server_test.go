@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -435,7 +436,9 @@ func TestAuth(t *testing.T) {
 	var logs testkit.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "m 1\n") })
-	_, base := startServer(t, admin.Options{Token: testToken, Metrics: metrics, Logger: logger, Ready: func() bool { return true }})
+	_, base := startServer(t, admin.Options{Token: testToken, Metrics: metrics, Logger: logger, Ready: func() bool { return true },
+		Shards: func() any { return map[string]int{"shards": 32} }, Config: func() any { return map[string]int{"generation": 1} },
+		Reload: func(context.Context) (any, error) { return map[string]bool{"changed": false}, nil }})
 
 	protected := []struct{ method, path string }{
 		{http.MethodGet, "/v1/tenants"},
@@ -443,7 +446,9 @@ func TestAuth(t *testing.T) {
 		{http.MethodPost, "/v1/tenants/acme/breaker/reset"},
 		{http.MethodPost, "/v1/tenants/acme/pause"},
 		{http.MethodPost, "/v1/tenants/acme/resume"},
-		{http.MethodGet, "/readyz"},
+		{http.MethodGet, "/v1/shards"},
+		{http.MethodGet, "/v1/config"},
+		{http.MethodPost, "/v1/reload"},
 		{http.MethodGet, "/metrics"},
 		{http.MethodGet, "/nowhere"},
 	}
@@ -482,10 +487,13 @@ func TestAuth(t *testing.T) {
 		assert.Equal(t, http.StatusOK, doRequest(t, req).status, "the scheme is case-insensitive")
 	})
 
-	t.Run("HealthzNeedsNoToken", func(t *testing.T) {
+	t.Run("ProbesNeedNoToken", func(t *testing.T) {
 		r := do(t, http.MethodGet, base+"/healthz", "")
 		assert.Equal(t, http.StatusOK, r.status)
 		assert.JSONEq(t, `{"status":"ok"}`, r.body)
+		r = do(t, http.MethodGet, base+"/readyz", "")
+		assert.Equal(t, http.StatusOK, r.status, "a kubelet's probe cannot keep a secret")
+		assert.JSONEq(t, `{"status":"ready"}`, r.body)
 	})
 
 	t.Run("TokenIsNeverLogged", func(t *testing.T) {
@@ -593,4 +601,30 @@ func TestStartAndShutdown(t *testing.T) {
 		s.Handler().ServeHTTP(rec, req)
 		assert.Equal(t, http.StatusUnauthorized, rec.Code, "Handler includes authentication")
 	})
+}
+
+// A reload that fails on the file is 422 with its one line; one the router
+// did not answer is 503; both change nothing, which is the caller's to keep.
+func TestReloadRoute(t *testing.T) {
+	var answer error
+	_, base := startServer(t, admin.Options{Reload: func(context.Context) (any, error) {
+		if answer != nil {
+			return nil, answer
+		}
+		return map[string]bool{"changed": true}, nil
+	}})
+	r := do(t, http.MethodPost, base+"/v1/reload", "")
+	assert.Equal(t, http.StatusOK, r.status)
+	assert.JSONEq(t, `{"changed":true}`, r.body)
+
+	answer = errors.New(`tenants.yaml: tenant "acme": rate_limit.per_minute must be > 0`)
+	r = do(t, http.MethodPost, base+"/v1/reload", "")
+	assert.Equal(t, http.StatusUnprocessableEntity, r.status)
+	assert.JSONEq(t, `{"error":"tenants.yaml: tenant \"acme\": rate_limit.per_minute must be > 0"}`, r.body)
+
+	answer = fmt.Errorf("router did not answer within 30s: %w", messages.ErrNoAnswer)
+	r = do(t, http.MethodPost, base+"/v1/reload", "")
+	assert.Equal(t, http.StatusServiceUnavailable, r.status)
+
+	assert.Equal(t, http.StatusMethodNotAllowed, do(t, http.MethodGet, base+"/v1/reload", "").status)
 }

@@ -71,6 +71,15 @@ type Broker struct {
 // Dial connects the publisher, declares the topology and returns a Broker.
 // Consuming starts with Run.
 func Dial(ctx context.Context, opts Options) (*Broker, error) {
+	b := New(opts)
+	if err := b.Connect(ctx); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// New returns a Broker that has not connected yet; Connect connects it.
+func New(opts Options) *Broker {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -97,14 +106,22 @@ func Dial(ctx context.Context, opts Options) (*Broker, error) {
 	b.ownership.o = Ownership{Shards: opts.Topology.Shards, Rank: -1, Unsharded: opts.Unsharded}
 	b.prefetch.Store(int64(opts.Prefetch))
 	b.pub = &publisher{dial: func() (*amqp.Connection, error) { return b.dial("publish") }, logger: opts.Logger}
+	return b
+}
+
+// Connect connects the publisher and declares the topology. An error
+// wrapping ErrTopologyMismatch or ErrShardsMismatch will not go away by
+// trying again; any other (the broker unreachable, refusing the login)
+// may.
+func (b *Broker) Connect(ctx context.Context) error {
 	if err := b.pub.connect(); err != nil {
-		return nil, fmt.Errorf("connect to broker: %w", err)
+		return fmt.Errorf("connect to broker: %w", err)
 	}
 	if err := b.Declare(ctx); err != nil {
 		_ = b.pub.close()
-		return nil, err
+		return err
 	}
-	return b, nil
+	return nil
 }
 
 func (b *Broker) dial(role string) (*amqp.Connection, error) {

@@ -42,7 +42,10 @@ type Config struct {
 	// AdminToken is ADMIN_TOKEN, the admin API's bearer token; required when
 	// AdminAddr listens on more than loopback (127.0.0.0/8, ::1, localhost).
 	AdminToken string
-	LogLevel   slog.Level // LOG_LEVEL
+	// MetricsAddr is METRICS_ADDR: a listener serving only /metrics and
+	// the probes, without a token; "" (or "off") is none.
+	MetricsAddr string
+	LogLevel    slog.Level // LOG_LEVEL
 
 	Prefetch             int           // PREFETCH
 	PrefetchReduced      int           // PREFETCH_REDUCED, used under backpressure
@@ -150,6 +153,7 @@ func (c Config) Validate() error {
 		{"META_API_VERSION", checkAPIVersion(c.MetaAPIVersion)},
 		{"META_TIMEOUT", checkPositive(c.MetaTimeout)},
 		{"ADMIN_ADDR", checkAdminAddr(c.AdminAddr)},
+		{"METRICS_ADDR", checkAdminAddr(c.MetricsAddr)},
 		{"LOG_LEVEL", checkLogLevel(c.LogLevel)},
 		{"PREFETCH", checkPrefetch(c.Prefetch)},
 		{"PREFETCH_REDUCED", checkPrefetch(c.PrefetchReduced)},
@@ -183,6 +187,8 @@ func (c Config) validateSettings() error {
 	case c.BackpressureLow >= c.BackpressureHigh:
 		return newError(nil, "BACKPRESSURE_LOW must be below BACKPRESSURE_HIGH (got low %d, high %d)",
 			c.BackpressureLow, c.BackpressureHigh)
+	case c.MetricsAddr != "" && c.MetricsAddr == c.AdminAddr && !strings.HasSuffix(c.MetricsAddr, ":0"):
+		return newError(nil, "METRICS_ADDR must differ from ADMIN_ADDR (both %s); set one to another port or off", c.MetricsAddr)
 	}
 	if c.AdminEnabled() {
 		if err := CheckAdminToken(c.AdminAddr, c.AdminToken); err != nil {
@@ -230,6 +236,11 @@ func (c Config) Redacted() string {
 		line("ADMIN_ADDR", adminOff)
 	}
 	line("ADMIN_TOKEN", redactSecret(c.AdminToken))
+	if c.MetricsAddr != "" {
+		line("METRICS_ADDR", c.MetricsAddr)
+	} else {
+		line("METRICS_ADDR", adminOff)
+	}
 	line("LOG_LEVEL", strings.ToLower(c.LogLevel.String()))
 	line("PREFETCH", c.Prefetch)
 	line("PREFETCH_REDUCED", c.PrefetchReduced)
@@ -263,6 +274,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("metaTimeout", c.MetaTimeout),
 		slog.String("adminAddr", c.AdminAddr),
 		slog.Bool("adminAuth", c.AdminToken != ""),
+		slog.String("metricsAddr", c.MetricsAddr),
 		slog.String("logLevel", c.LogLevel.String()),
 		slog.Int("prefetch", c.Prefetch),
 		slog.Int("prefetchReduced", c.PrefetchReduced),

@@ -26,7 +26,7 @@ func TestContractListsEverySetting(t *testing.T) {
 	require.True(t, errors.Is(err, flag.ErrHelp), "%v", err)
 	flags := regexp.MustCompile(`(?m)^  --(\S+) \S+\n.*\n        env (\S+), (no default|default "(.*)")$`).
 		FindAllStringSubmatch(usage.String(), -1)
-	require.Len(t, flags, 18, "the usage text lists every setting:\n%s", usage.String())
+	require.Len(t, flags, 19, "the usage text lists every setting:\n%s", usage.String())
 
 	last := -1
 	for _, f := range flags {

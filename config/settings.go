@@ -82,6 +82,15 @@ func settings() []setting {
 				c.AdminAddr = raw
 				return checkAdminAddr(raw)
 			}},
+		{"METRICS_ADDR", "metrics-addr", "HOST:PORT", "off",
+			"a listener of its own for /metrics, /healthz and /readyz, without a token (for Prometheus and probes); off: none",
+			func(c *Config, raw string) error {
+				if raw == adminOff {
+					raw = ""
+				}
+				c.MetricsAddr = raw
+				return checkAdminAddr(raw)
+			}},
 		{"ADMIN_TOKEN", "admin-token", "TOKEN", "",
 			"bearer token of the admin API; required when ADMIN_ADDR is not loopback",
 			func(c *Config, raw string) error { c.AdminToken = raw; return nil }},

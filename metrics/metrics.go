@@ -14,6 +14,7 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,7 @@ type Metrics struct {
 	reloadOK        prometheus.Gauge
 	reloadAt        prometheus.Gauge
 	configInfo      *prometheus.GaugeVec
+	buildInfo       *prometheus.GaugeVec
 
 	state *tenantCollector
 }
@@ -145,6 +147,10 @@ func New(tenants []string) *Metrics {
 			Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
 			Help: "When the tenants file was last loaded successfully, in Unix seconds.",
 		}),
+		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "build_info",
+			Help: "1 for the build running: its version and the Go version it was built with.",
+		}, []string{"version", "goversion"}),
 		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "config_info",
 			Help: "1 for the SHA-256 of the tenants file in force: replicas that disagree show different hashes.",
@@ -165,7 +171,7 @@ func New(tenants []string) *Metrics {
 	m.reg.MustRegister(
 		m.jobs, m.deferrals, m.sendDuration, m.restarts,
 		m.prefetch, m.queueDepth, m.prefetchChanges, m.brokerReady, m.held, m.saturated,
-		m.shardsOwned, m.handovers, m.moved, m.reloadOK, m.reloadAt, m.configInfo,
+		m.shardsOwned, m.handovers, m.moved, m.reloadOK, m.reloadAt, m.configInfo, m.buildInfo,
 		m.state,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -206,6 +212,12 @@ func (m *Metrics) addTenant(id string) {
 	}
 	m.sendDuration.WithLabelValues(id)
 	m.restarts.WithLabelValues(id)
+}
+
+// SetBuildInfo records the build's version.
+func (m *Metrics) SetBuildInfo(version string) {
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 }
 
 // ConfigLoaded records a load of the tenants file: ok with the hash of the

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -59,6 +61,9 @@ type Worker struct {
 	tenants actors.Directory
 	metrics *metrics.Metrics
 	admin   *admin.Server // nil when ADMIN_ADDR is off
+	// scrape serves /metrics and the probes without a token (nil when
+	// METRICS_ADDR is off).
+	scrape *admin.Server
 	// work bounds sends and settlements; it is cancelled only when the
 	// shutdown timeout has passed.
 	work       context.Context
@@ -66,6 +71,9 @@ type Worker struct {
 	getenv     func(string) string
 	config     *configState
 	reloads    <-chan struct{}
+	// stopping is set when the shutdown starts: /readyz answers 503 from
+	// then on.
+	stopping atomic.Bool
 }
 
 // New connects to the broker, declares the topology, starts the actors and,
@@ -110,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 	// The router is spawned after the broker is dialled, but the broker
 	// reports shards only once Run starts, after both exist.
 	var onShards func(broker.ShardEvent)
-	b, err := broker.Dial(ctx, broker.Options{
+	b := broker.New(broker.Options{
 		URL:       cfg.AMQPURL,
 		Topology:  topo,
 		Logger:    logger,
@@ -118,12 +126,6 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 		Unsharded: opts.Unsharded,
 		OnShards:  func(e broker.ShardEvent) { onShards(e) },
 	})
-	if err != nil {
-		if errors.Is(err, broker.ErrShardsMismatch) {
-			return nil, fmt.Errorf("%w: %v", config.ErrConfig, err)
-		}
-		return nil, err
-	}
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return logger.With(slog.String("component", "protoactor"))
 	}))
@@ -134,6 +136,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 	m := metrics.New(ids)
 	m.SetPrefetch(cfg.Prefetch)
 	work, cancelWork := context.WithCancel(context.Background())
+	m.SetBuildInfo(opts.Version)
 	router, err := system.Root.SpawnNamed(actors.NewRouterProps(actors.Config{
 		Tenants:  cfg.Tenants,
 		Tokens:   tokens,
@@ -178,7 +181,70 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Worker, error) 
 			return nil, fmt.Errorf("admin API on %s: %w", cfg.AdminAddr, err)
 		}
 	}
+	if cfg.MetricsAddr != "" {
+		w.scrape, err = admin.New(admin.Options{Addr: cfg.MetricsAddr, MetricsOnly: true, Ready: w.Ready, Role: w.Role,
+			Metrics: m.Handler(), Logger: logger})
+		if err == nil {
+			err = w.scrape.Start() // logs metrics_listening
+		}
+		if err != nil {
+			w.stopActors()
+			_ = b.Close()
+			w.shutdownListeners()
+			return nil, fmt.Errorf("metrics listener on %s: %w", cfg.MetricsAddr, err)
+		}
+	}
+	// The admin API answers meanwhile: /healthz 200, /readyz 503.
+	if err := w.connect(ctx); err != nil {
+		w.stopActors()
+		_ = b.Close()
+		w.shutdownListeners()
+		return nil, err
+	}
 	return w, nil
+}
+
+// shutdownListeners stops the admin API and the metrics listener, within a
+// second.
+func (w *Worker) shutdownListeners() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range []*admin.Server{w.admin, w.scrape} {
+		if srv != nil {
+			_ = srv.Shutdown(ctx)
+		}
+	}
+}
+
+// connect connects to the broker and declares the topology, trying again
+// with capped exponential backoff while the broker cannot be reached (one
+// broker_unreachable line per attempt) until ctx ends. A topology or SHARDS
+// mismatch stops at once: trying again would not change it.
+func (w *Worker) connect(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	const maxBackoff = 30 * time.Second
+	for attempt := 1; ; attempt++ {
+		err := w.broker.Connect(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, broker.ErrShardsMismatch):
+			return fmt.Errorf("%w: %v", config.ErrConfig, err)
+		case errors.Is(err, broker.ErrTopologyMismatch):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		w.logger.Warn("broker_unreachable", slog.String("error", err.Error()), slog.Int("attempt", attempt),
+			slog.Int64("retryInMs", wait.Milliseconds()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
 }
 
 // Tenants asks the router for every tenant's state, as the admin API's
@@ -242,6 +308,7 @@ loop:
 		}
 	}
 	start := time.Now()
+	w.stopping.Store(true)
 	w.logger.Info("worker_stopping", slog.Int("unsettled", w.broker.Unsettled()))
 	stopConsume()
 	<-consumed
@@ -255,13 +322,9 @@ loop:
 		c.CloseIdleConnections() // their read/write loops are goroutines too
 	}
 	err := w.broker.Close()
-	if w.admin != nil {
-		// The admin API answers until the end, so an operator can watch
-		// the shutdown; it goes last.
-		stopAdmin, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
-		_ = w.admin.Shutdown(stopAdmin)
-		cancelAdmin()
-	}
+	// The admin API answers until the end, so an operator can watch the
+	// shutdown; it goes last.
+	w.shutdownListeners()
 	w.logger.Info("worker_stopped", slog.Int64("duration", time.Since(start).Milliseconds()),
 		slog.Int("handedBack", w.broker.Unsettled()))
 	if settleErr != nil {
@@ -336,14 +399,18 @@ func (w *Worker) AdminAddr() string {
 }
 
 // Ready reports whether the worker is connected and taking part: owning
-// shards, or standing by to take some over.
-func (w *Worker) Ready() bool { return w.broker.Ready() }
+// shards, or standing by to take some over. It is false from the moment
+// the shutdown starts.
+func (w *Worker) Ready() bool { return w.broker.Ready() && !w.stopping.Load() }
 
 // Role says what the worker does now, for /readyz: how many shards it
 // owns, whether it moves the intake, or that it stands by.
 func (w *Worker) Role() string {
 	o := w.broker.Ownership()
-	if !w.broker.Ready() {
+	switch {
+	case w.stopping.Load():
+		return "stopping"
+	case !w.broker.Ready():
 		return "connecting to the broker"
 	}
 	role := fmt.Sprintf("owns %d of %d shards (rank %d of %d workers)", len(o.Owned), o.Shards, o.Rank, o.Members)
@@ -388,10 +455,21 @@ func Main(ctx context.Context, args []string, stderr io.Writer, opts Options) er
 	}
 	w, err := New(ctx, cfg, opts)
 	if err != nil {
-		if errors.Is(err, config.ErrConfig) {
+		switch {
+		case errors.Is(err, config.ErrConfig):
 			return err
+		case ctx.Err() != nil:
+			return nil // stopped while waiting for the broker
 		}
 		return fmt.Errorf("start: %w", err)
 	}
 	return w.Run(ctx)
+}
+
+// MetricsAddr is the metrics listener's address, "" when it is off.
+func (w *Worker) MetricsAddr() string {
+	if w.scrape == nil {
+		return ""
+	}
+	return w.scrape.Addr()
 }

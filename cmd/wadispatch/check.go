@@ -12,6 +12,9 @@ import (
 // start or a reload does and prints one line. A bad file is the same one-line
 // error (exit code 2), so a CI job can check a file before it is deployed.
 func runCheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
 	fs := flag.NewFlagSet("wadispatch check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("tenants-file", firstNonEmpty(getenv("TENANTS_FILE"), "tenants.yaml"), "tenants file to check (env TENANTS_FILE)")
@@ -33,7 +36,7 @@ func runCheck(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	env := getenv
 	if *skipTokens {
-		env = nil
+		env = nil // LoadTenants' way of leaving tokens unchecked
 	}
 	f, err := config.LoadTenantsFile(*file, env)
 	if err != nil {

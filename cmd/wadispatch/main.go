@@ -6,6 +6,7 @@
 //	wadispatch demo      run the worker against a fake Meta with sample jobs
 //	wadispatch tenants   show tenants of a running worker
 //	wadispatch check     validate a tenants file offline
+//	wadispatch probe     ask a running worker's /healthz or /readyz
 //	wadispatch fakemeta  serve the fake Graph API used by tests and the demo
 //	wadispatch version   print the version
 //
@@ -50,6 +51,7 @@ Usage:
   wadispatch demo [flags]       run the worker on local RabbitMQ with a fake Meta and sample jobs
   wadispatch tenants [ID]       show a running worker's tenants (--json, --admin-addr, --admin-token)
   wadispatch check [flags]      validate a tenants file as a start or reload would (--tenants-file, --skip-tokens)
+  wadispatch probe [--ready]    exit 0 if a running worker is alive (ready), 1 if not; for exec probes
   wadispatch fakemeta [flags]   serve the fake Graph API (for trying the worker by hand)
   wadispatch version            print the version
 
@@ -70,6 +72,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Reloads: worker.ReloadSignals()})
 	case "check":
 		err = runCheck(rest, getenv, stdout, stderr)
+	case "probe":
+		err = runProbe(ctx, rest, getenv, stdout, stderr)
 	case "demo":
 		err = demo.Run(ctx, rest, getenv, stdout, stderr)
 	case "tenants":
@@ -89,6 +93,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, new(errProbeFailed)):
+		fmt.Fprintln(stderr, "wadispatch:", err)
+		return exitFailed
 	case errors.Is(err, config.ErrConfig), errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "wadispatch:", err)
 		return exitConfig
