@@ -188,28 +188,9 @@ func (e *benchEnv) throughputBodies(tenants, n int) [][]byte {
 }
 
 // publishToShards publishes throughputBodies(tenants, ...) to each job's
-// shard through the shards exchange, in windows of 500 confirms.
+// shard through the shards exchange.
 func (e *benchEnv) publishToShards(ctx context.Context, pub *benchPublisher, topo broker.Topology, tenants int, bodies [][]byte) error {
-	const window = 500
-	for start := 0; start < len(bodies); start += window {
-		end := min(start+window, len(bodies))
-		confirms := make([]*amqp.DeferredConfirmation, 0, end-start)
-		for i := start; i < end; i++ {
-			key := broker.ShardKey(topo.ShardOf(e.tenants[i%tenants].ID))
-			dc, err := pub.ch.PublishWithDeferredConfirmWithContext(ctx, topo.ShardsExchange(), key, true, false,
-				amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: bodies[i]})
-			if err != nil {
-				return err
-			}
-			confirms = append(confirms, dc)
-		}
-		for _, dc := range confirms {
-			if ok, err := dc.WaitContext(ctx); err != nil || !ok {
-				return fmt.Errorf("publish to %s not confirmed: %v", topo.ShardsExchange(), err)
-			}
-		}
-	}
-	return nil
+	return publishDirect(ctx, pub, topo, func(i int) string { return e.tenants[i%tenants].ID }, bodies)
 }
 
 // drain publishes the jobs, starts the consumer and measures results/s

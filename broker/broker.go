@@ -404,6 +404,12 @@ func (b *Broker) Settle(ctx context.Context, md messages.Delivery, msgs ...Messa
 		wg.Wait()
 		err = errors.Join(errs...)
 	}
+	return b.finish(d, err)
+}
+
+// finish settles d once what replaces it is published: requeued when that
+// failed (err), acked when it was confirmed.
+func (b *Broker) finish(d *Delivery, err error) error {
 	if err != nil {
 		if errors.Is(err, ErrReturned) {
 			b.redeclareAfterReturn()
@@ -440,19 +446,7 @@ func (b *Broker) Move(ctx context.Context, md messages.Delivery, m Message) func
 	}
 	return func() error {
 		defer cancel()
-		if err := wait(); err != nil {
-			if errors.Is(err, ErrReturned) {
-				b.redeclareAfterReturn()
-			}
-			if nerr := d.Requeue(); nerr != nil {
-				return errors.Join(err, nerr)
-			}
-			return err
-		}
-		if d.ch != nil {
-			b.settled.add(fingerprint(d.props))
-		}
-		return d.Ack()
+		return b.finish(d, wait())
 	}
 }
 
