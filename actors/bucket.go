@@ -48,6 +48,15 @@ func (b *Bucket) Empty(now time.Time) {
 	b.tokens = min(b.tokens, 0)
 }
 
+// EmptiedAt makes a bucket that has not been used yet empty as of at, an
+// earlier instant: it refills from then (its shard was acquired at at).
+func (b *Bucket) EmptiedAt(at time.Time) {
+	b.tokens = 0
+	if at.Before(b.last) {
+		b.last = at
+	}
+}
+
 // Available reports the tokens at now after refill; a negative count means
 // reservations are outstanding. It does not change the bucket.
 func (b *Bucket) Available(now time.Time) float64 {

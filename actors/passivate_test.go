@@ -18,16 +18,16 @@ func TestListingWhileTheActorStopsShowsWhatItReported(t *testing.T) {
 	deps.withDefaults()
 	now := time.Now()
 	e := &tenantEntry{cfg: cfg}
-	assert.Equal(t, float64(cfg.RateLimit.Burst), e.inactiveInfo(now).TokensAvailable, "never started")
+	assert.Equal(t, float64(cfg.RateLimit.Burst), e.inactiveInfo(now, time.Time{}).TokensAvailable, "never started")
 
 	e.state = newTenantState(&e.cfg, benchToken("t"), "epoch", now, deps)
 	e.state.sent = 3
 	e.state.sched.Bucket().Allow(now)
 	reported := e.state.info(now, false)
 	e.stopping, e.stoppingInfo = &actor.PID{Id: "tenant-a"}, &reported
-	assert.Equal(t, reported, e.inactiveInfo(now), "stopping: what the actor reported")
-	assert.EqualValues(t, 3, e.inactiveInfo(now).Sent)
+	assert.Equal(t, reported, e.inactiveInfo(now, time.Time{}), "stopping: what the actor reported")
+	assert.EqualValues(t, 3, e.inactiveInfo(now, time.Time{}).Sent)
 
 	e.stopping = nil
-	assert.EqualValues(t, 3, e.inactiveInfo(now).Sent, "passivated: read from the state")
+	assert.EqualValues(t, 3, e.inactiveInfo(now, time.Time{}).Sent, "passivated: read from the state")
 }

@@ -39,9 +39,9 @@ type tenantEntry struct {
 	stoppingInfo *messages.TenantInfo
 	pending      []pendingMsg
 	// shard is the tenant's shard (0 without shards); startEmpty makes
-	// its state, when first created, start with an empty bucket: its
-	// shard was acquired, and the worker that owned it before may have
-	// just spent the tenant's burst.
+	// its state, when first created, start with a bucket emptied when its
+	// shard was acquired: the worker that owned it before may have just
+	// spent the tenant's burst.
 	shard      int32
 	startEmpty bool
 }
@@ -61,8 +61,10 @@ type routerState struct {
 	epoch   string
 	tenants map[string]*tenantEntry
 	ids     []string // sorted
-	// owned are the shards this worker owns (with Config.Shards).
-	owned map[int]bool
+	// owned are the shards this worker owns (with Config.Shards), and
+	// when each was acquired.
+	owned      map[int]bool
+	acquiredAt map[int]time.Time
 }
 
 // router is one incarnation of the router actor. Supervision makes a new
@@ -87,7 +89,8 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps.pool = newPool(max(16, 2*deps.Prefetch))
 	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
-	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{}}
+	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{},
+		acquiredAt: map[int]time.Time{}}
 	for _, t := range cfg.Tenants {
 		e := &tenantEntry{cfg: t}
 		if deps.Shards != nil {
@@ -336,6 +339,7 @@ func (r *router) shardsChanged(ctx actor.Context, msg *messages.ShardsChanged) {
 		return
 	}
 	now := time.Now()
+	r.acquiredAt[msg.Shard] = now
 	for _, id := range r.ids {
 		e := r.tenants[id]
 		if int(e.shard) != msg.Shard {
@@ -474,7 +478,8 @@ func (r *router) ensureState(e *tenantEntry) *TenantState {
 		e.state = newTenantState(&e.cfg, tokens, r.epoch, now, r.deps)
 		e.state.shard = e.shard
 		if e.startEmpty {
-			e.state.sched.Bucket().Empty(now)
+			// Empty when the shard was acquired, refilled since.
+			e.state.sched.Bucket().EmptiedAt(r.acquiredAt[int(e.shard)])
 			e.startEmpty = false
 		}
 	}
@@ -579,7 +584,7 @@ func (r *router) listTenants(ctx actor.Context) {
 		case r.elsewhere(e):
 			infos = append(infos, messages.TenantInfo{ID: id, Shard: int(e.shard), OwnedElsewhere: true})
 		case e.pid == nil:
-			infos = append(infos, e.inactiveInfo(now))
+			infos = append(infos, e.inactiveInfo(now, r.acquiredAt[int(e.shard)]))
 		default:
 			e.dispatched++ // counted: see passivate
 			asks[id] = e.pid
@@ -594,23 +599,27 @@ func (r *router) listTenants(ctx actor.Context) {
 // that actor's, and the listing shows what it reported when it asked to
 // stop (a listing in that window used to show a never-started tenant:
 // no jobs sent, a full bucket).
-func (e *tenantEntry) inactiveInfo(now time.Time) messages.TenantInfo {
+// emptiedAt is when its shard was acquired, for a tenant not started since
+// (startEmpty).
+func (e *tenantEntry) inactiveInfo(now, emptiedAt time.Time) messages.TenantInfo {
 	switch {
 	case e.stopping != nil:
 		if e.stoppingInfo != nil {
 			return *e.stoppingInfo
 		}
-		return idleInfo(e, now)
+		return idleInfo(e, now, emptiedAt)
 	case e.state != nil:
 		return e.state.info(now, false)
 	}
-	return idleInfo(e, now)
+	return idleInfo(e, now, emptiedAt)
 }
 
-func idleInfo(e *tenantEntry, now time.Time) messages.TenantInfo {
+func idleInfo(e *tenantEntry, now, emptiedAt time.Time) messages.TenantInfo {
 	tokens := float64(e.cfg.RateLimit.Burst)
 	if e.startEmpty {
-		tokens = 0
+		b := NewBucket(e.cfg.RateLimit.PerMinute, e.cfg.RateLimit.Burst, now)
+		b.EmptiedAt(emptiedAt)
+		tokens = b.Available(now)
 	}
 	return messages.TenantInfo{
 		ID:                 e.cfg.ID,

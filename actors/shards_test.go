@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -98,5 +99,20 @@ func TestATenantOwnedElsewhereIsSaidToBeAndStartsEmptyWhenAcquired(t *testing.T)
 		h.root.Send(h.router, &messages.ShardsChanged{Shard: 0, Owned: []int{}})
 		h.root.Send(h.router, &messages.ShardsChanged{Shard: 0, Acquired: true, Owned: []int{0}})
 		assert.InDelta(t, 0, h.info("a").TokensAvailable, 0.01)
+	})
+}
+
+// A tenant's bucket is empty when its shard is acquired, and refills from
+// then on, whenever its first job comes.
+func TestAnAcquiredTenantsBucketRefillsFromTheAcquisition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := shardedHarness(t) // a: 60/min, burst 5, shard 0
+		h.root.Send(h.router, &messages.ShardsChanged{Shard: 0, Acquired: true, Owned: []int{0}})
+		h.settle()
+		h.advance(3 * time.Second)
+		assert.InDelta(t, 3, h.listed("a").TokensAvailable, 0.01, "listed before its state exists")
+		h.publish("a", "j1")
+		assert.Len(t, h.callsFor("j1"), 1, "sent at once: 3 tokens refilled since the acquisition")
+		assert.InDelta(t, 2, h.info("a").TokensAvailable, 0.01)
 	})
 }
