@@ -137,13 +137,15 @@ func TestAdminSecurity(t *testing.T) {
 	h.results(1, 10*time.Second)
 
 	t.Run("NeedsTheToken", func(t *testing.T) {
-		for _, path := range []string{"/v1/tenants", "/v1/tenants/tenant00", "/readyz", "/metrics"} {
+		for _, path := range []string{"/v1/tenants", "/v1/tenants/tenant00", "/v1/shards", "/v1/config", "/metrics"} {
 			assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodGet, path, "", nil), "%s without a token", path)
 			assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodGet, path, "wrong", nil), "%s with a wrong token", path)
 			assert.Equal(t, http.StatusOK, h.call(http.MethodGet, path, token, nil), "%s with the token", path)
 		}
 		assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodPost, "/v1/tenants/tenant00/pause", "wrong", nil))
+		assert.Equal(t, http.StatusUnauthorized, h.call(http.MethodPost, "/v1/reload", "", nil))
 		assert.Equal(t, http.StatusOK, h.call(http.MethodGet, "/healthz", "", nil), "/healthz is open")
+		assert.Equal(t, http.StatusOK, h.call(http.MethodGet, "/readyz", "", nil), "/readyz is open: probes keep no secret")
 	})
 
 	t.Run("MetricsParseAndCarryNoSecret", func(t *testing.T) {
