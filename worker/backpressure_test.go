@@ -14,7 +14,8 @@ import (
 )
 
 // mostInFlight is the largest number of calls the fake had in flight at
-// once among those that arrived within [from, to).
+// once among those that arrived within [from, to), counting only calls
+// that arrived at or after from.
 func mostInFlight(calls []fakemeta.Call, from, to time.Time) int {
 	most := 0
 	for _, c := range calls {
@@ -23,7 +24,7 @@ func mostInFlight(calls []fakemeta.Call, from, to time.Time) int {
 		}
 		n := 0
 		for _, d := range calls {
-			if !d.At.After(c.At) && d.AnsweredAt.After(c.At) {
+			if !d.At.Before(from) && !d.At.After(c.At) && d.AnsweredAt.After(c.At) {
 				n++
 			}
 		}
@@ -40,7 +41,7 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 		tn := tenants[i%len(tenants)]
 		bodies = append(bodies, job(tn.ID, fmt.Sprintf("bp-%04d", i), "15550000009"))
 	}
-	fakeLatency := 40 * time.Millisecond
+	fakeLatency := 60 * time.Millisecond
 	h := startHarness(t, tenants, harnessOptions{
 		Prepublish: bodies,
 		Args: []string{"--backpressure-interval", "250ms", "--backpressure-high", "1000",
@@ -86,9 +87,14 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 		return ts
 	}
 	reduced, restored := at(changes[0]), at(changes[1])
-	require.Greater(t, restored.Sub(reduced), 2*time.Second, "long enough a reduction to look at")
+	// The reduction lasts until the ready jobs fall below 100, which the
+	// delay queues hasten (a busy tenant's jobs wait there, not ready):
+	// about 2 s on a quiet machine.
+	require.Greater(t, restored.Sub(reduced), time.Second, "long enough a reduction to look at")
 	calls := h.fake.Calls()
-	assert.LessOrEqual(t, mostInFlight(calls, reduced.Add(time.Second), restored), 5, "in flight while reduced")
+	// Jobs taken before the switch may still be out; of those sent after
+	// it, never more than 5 at once.
+	assert.LessOrEqual(t, mostInFlight(calls, reduced, restored), 5, "in flight while reduced")
 	assert.Greater(t, mostInFlight(calls, time.Time{}, reduced), 5, "in flight before the reduction")
 	assert.Zero(t, h.queued())
 }
