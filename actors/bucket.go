@@ -41,13 +41,6 @@ func NewBucket(perMinute float64, burst int, now time.Time) *Bucket {
 	}
 }
 
-// Empty takes every token available at now (reservations stay): the bucket
-// refills from nothing, as if its burst had just been spent.
-func (b *Bucket) Empty(now time.Time) {
-	b.advance(now)
-	b.tokens = min(b.tokens, 0)
-}
-
 // EmptiedAt makes a bucket that has not been used yet empty as of at, an
 // earlier instant: it refills from then (its shard was acquired at at).
 func (b *Bucket) EmptiedAt(at time.Time) {
@@ -110,7 +103,8 @@ func (b *Bucket) Cancel(now time.Time) {
 
 // Drain drops the tokens on hand (but keeps outstanding reservations), so
 // the next reservation waits for the refill. Used when Meta says we already
-// send too fast: the unspent burst must not be spent at once.
+// send too fast, and when the tenant's shard was just acquired: the unspent
+// burst must not be spent at once.
 func (b *Bucket) Drain(now time.Time) {
 	b.advance(now)
 	b.tokens = min(b.tokens, 0)

@@ -351,7 +351,7 @@ func (r *router) shardsChanged(ctx actor.Context, msg *messages.ShardsChanged) {
 		case e.pid != nil || e.stopping != nil:
 			r.sendToTenant(ctx, e, &emptyBucket{}, nil)
 		default:
-			e.state.sched.Bucket().Empty(now)
+			e.state.sched.Bucket().Drain(now)
 		}
 	}
 }

@@ -70,7 +70,7 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 	case *deadLetteredByRouter:
 		a.st.deadLettered++
 	case *emptyBucket:
-		a.st.sched.Bucket().Empty(time.Now())
+		a.st.sched.Bucket().Drain(time.Now())
 	case *reconfigureTenant:
 		a.st.reconfigure(msg.cfg, msg.tokens, time.Now(), a.deps)
 		a.pump(ctx)
