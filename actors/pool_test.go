@@ -1,11 +1,13 @@
 package actors
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -23,6 +25,28 @@ func TestPool(t *testing.T) {
 			}
 			synctest.Wait()
 			assert.EqualValues(t, 10, ran.Load(), "no task waits for a free worker")
+			close(release)
+			p.Close()
+		})
+	})
+	t.Run("RunsMailboxBurstsOnItsIdleGoroutines", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(4)
+			synctest.Wait()
+			before := runtime.NumGoroutine()
+			release := make(chan struct{})
+			var ran atomic.Int32
+			var d actor.Dispatcher = mailboxes{p}
+			for range 4 {
+				d.Schedule(func() {
+					ran.Add(1)
+					<-release
+				})
+			}
+			synctest.Wait()
+			assert.EqualValues(t, 4, ran.Load())
+			assert.Equal(t, before, runtime.NumGoroutine(), "four bursts on the four idle goroutines, none started")
+			assert.Equal(t, 300, d.Throughput())
 			close(release)
 			p.Close()
 		})

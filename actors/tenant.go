@@ -30,7 +30,7 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 	logger := deps.Logger.With(slog.String("tenantId", st.cfg.ID))
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &tenantActor{st: st, deps: deps, log: logger}
-	})
+	}, actor.WithDispatcher(mailboxes{deps.pool}))
 }
 
 func (a *tenantActor) Receive(ctx actor.Context) {

@@ -239,8 +239,14 @@ func (e *benchEnv) drain(ctx context.Context, side string, topo broker.Topology,
 // tenants made meanwhile.
 func (e *benchEnv) workerThroughput(ctx context.Context, c throughputCase, load throughputLoad) (drainResult, int64, error) {
 	p := strconv.Itoa(c.prefetch)
-	bw, err := e.newBenchWorker(ctx, "throughput", e.tenants[:c.tenants], throughputDefaults, io.Discard,
-		"--prefetch", p, "--prefetch-reduced", p, "--backpressure-high", "100000000", "--backpressure-low", "1")
+	// Made under the side's label too: the goroutines it starts now (the
+	// actors' pool, the broker's) are the worker's in a --cpuprofile.
+	var bw *benchWorker
+	var err error
+	pprof.Do(ctx, pprof.Labels("side", "worker"), func(ctx context.Context) {
+		bw, err = e.newBenchWorker(ctx, "throughput", e.tenants[:c.tenants], throughputDefaults, io.Discard,
+			"--prefetch", p, "--prefetch-reduced", p, "--backpressure-high", "100000000", "--backpressure-low", "1")
+	})
 	if err != nil {
 		return drainResult{}, 0, err
 	}
