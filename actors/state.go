@@ -27,6 +27,8 @@ type TenantState struct {
 	stallAt time.Time
 	// lines keep each recipient's jobs in order; nil while none is pending.
 	lines map[string]*line
+	// spareLine is a line kept for reuse (endHead), nil when idle.
+	spareLine *line
 	// reported is what this tenant last added to the process's count of
 	// held deliveries (Config.held).
 	reported int

@@ -235,7 +235,7 @@ func (a *tenantActor) checkIdle(ctx actor.Context, c *idleCheck) {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter-quiet)
 		return
 	}
-	st.forgetStaleLines(now)
+	st.compact(now)
 	if len(st.sending) > 0 || len(st.waiting) > 0 || st.wakeAt.After(now) {
 		a.armIdleCheck(ctx, a.deps.PassivateAfter)
 		return
