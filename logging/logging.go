@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/wadispatch/wadispatch/messages"
@@ -110,11 +111,26 @@ func NewHandler(w io.Writer, opts Options) slog.Handler {
 	if opts.Version == "" {
 		opts.Version = DefaultVersion
 	}
-	inner := slog.NewJSONHandler(w, &slog.HandlerOptions{
+	// The JSON handler and the fast path (fastline.go) write through one
+	// lock, so that their lines never interleave on w.
+	out := &lockedWriter{w: w}
+	inner := slog.NewJSONHandler(out, &slog.HandlerOptions{
 		Level:       opts.Level,
 		ReplaceAttr: replaceBuiltin,
 	})
-	return &handler{root: &root{json: inner, opts: opts}}
+	return &handler{root: &root{json: inner, out: out, opts: opts, fast: true}}
+}
+
+// lockedWriter serialises the Write calls of all handlers sharing a root.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // replaceBuiltin renames and formats slog's built-in attributes. Only the
@@ -146,7 +162,9 @@ func replaceBuiltin(groups []string, a slog.Attr) slog.Attr {
 // root is what all handlers derived from one NewHandler share.
 type root struct {
 	json slog.Handler // the bare JSON handler, no attributes
+	out  *lockedWriter
 	opts Options
+	fast bool // use the fast path where it applies; false only in tests
 }
 
 // handler wraps slog.JSONHandler: it redacts each record (and With
@@ -155,7 +173,9 @@ type root struct {
 // The JSON handler pre-formats With attributes, so a secret added after
 // With was called would be missed there. To avoid that, a handler remembers
 // the With/WithGroup calls that made it (with attributes already redacted)
-// and rebuilds its JSON handler when the set of secrets has changed.
+// and rebuilds its JSON handler when the set of secrets has changed. The
+// fast path, which writes common lines itself, keeps the With attributes
+// formatted alongside (see built).
 type handler struct {
 	root      *root
 	steps     []step // With/WithGroup calls since NewHandler, in order
@@ -171,10 +191,30 @@ type step struct {
 }
 
 // built is the JSON handler for a handler's steps, redacted against the
-// secrets of generation gen.
+// secrets of generation gen, and what the fast path needs of them.
 type built struct {
 	gen  uint64
 	json slog.Handler
+	// fast reports whether the fast path may write lines for these steps:
+	// no group is open.
+	fast bool
+	// attrs are the service, version and With attributes, each with its
+	// leading comma, as json writes them after the event (fast only).
+	attrs []byte
+}
+
+// withAttrs returns b with the redacted attrs added.
+func (b *built) withAttrs(gen uint64, attrs []slog.Attr) *built {
+	next := &built{gen: gen, json: b.json.WithAttrs(attrs), fast: b.fast}
+	if next.fast {
+		next.attrs, next.fast = appendWithAttrs(slices.Clip(b.attrs), attrs)
+	}
+	return next
+}
+
+// withGroup returns b with the group name (already redacted) opened.
+func (b *built) withGroup(gen uint64, name string) *built {
+	return &built{gen: gen, json: b.json.WithGroup(name)}
 }
 
 var _ slog.Handler = (*handler)(nil)
@@ -184,11 +224,17 @@ func (h *handler) Enabled(_ context.Context, level slog.Level) bool {
 	return level >= h.root.opts.Level.Level()
 }
 
-// Handle redacts r and writes it. Records without anything to redact (the
-// common case) are passed on without being copied.
+// Handle redacts r and writes it. Records of simple attributes from a
+// handler with no group open (the common case) are written by the fast path
+// (fastline.go); of the others, those without anything to redact are passed
+// on to the JSON handler without being copied.
 func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	set := h.root.opts.Secrets.snapshot()
-	inner := h.current(set)
+	b := h.current(set)
+	if b.fast && h.root.fast && fastRecord(r) {
+		return h.root.writeFast(b, set, r)
+	}
+	inner := b.json
 	red := redactor{set: set}
 
 	r.Message = set.scrub(r.Message) // r is our copy; its attrs stay shared
@@ -219,7 +265,7 @@ func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	set := h.root.opts.Secrets.snapshot()
 	red := redactor{set: set}.attrs(attrs, h.groups == 0, h.sensitive)
 	child := h.child(step{attrs: red})
-	child.built.Store(&built{gen: set.generation(), json: h.current(set).WithAttrs(red)})
+	child.built.Store(h.current(set).withAttrs(set.generation(), red))
 	return child
 }
 
@@ -234,7 +280,7 @@ func (h *handler) WithGroup(name string) slog.Handler {
 	child.groups++
 	child.sensitive = h.sensitive || IsSensitiveKey(name)
 	name = redactor{set: set}.key(name, h.groups == 0)
-	child.built.Store(&built{gen: set.generation(), json: h.current(set).WithGroup(name)})
+	child.built.Store(h.current(set).withGroup(set.generation(), name))
 	return child
 }
 
@@ -249,27 +295,27 @@ func (h *handler) child(s step) *handler {
 
 // current returns the JSON handler for h's steps, redacted against set,
 // rebuilding it if secrets were added since it was built.
-func (h *handler) current(set *secretSet) slog.Handler {
+func (h *handler) current(set *secretSet) *built {
 	gen := set.generation()
 	if b := h.built.Load(); b != nil && b.gen == gen {
-		return b.json
+		return b
 	}
 	red := redactor{set: set}
 	opts := h.root.opts
-	inner := h.root.json.WithAttrs([]slog.Attr{
+	b := (&built{json: h.root.json, fast: true}).withAttrs(gen, []slog.Attr{
 		slog.String(keyService, set.scrub(opts.Service)),
 		slog.String(keyVersion, set.scrub(opts.Version)),
 	})
 	groups, sensitive := 0, false
 	for _, s := range h.steps {
 		if s.group != "" {
-			inner = inner.WithGroup(red.key(s.group, groups == 0))
+			b = b.withGroup(gen, red.key(s.group, groups == 0))
 			groups++
 			sensitive = sensitive || IsSensitiveKey(s.group)
 			continue
 		}
-		inner = inner.WithAttrs(red.attrs(s.attrs, groups == 0, sensitive))
+		b = b.withAttrs(gen, red.attrs(s.attrs, groups == 0, sensitive))
 	}
-	h.built.Store(&built{gen: gen, json: inner})
-	return inner
+	h.built.Store(b)
+	return b
 }
