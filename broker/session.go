@@ -207,6 +207,7 @@ func (s *session) rebalance() error {
 		}
 	}
 	n := t.shards()
+	var acquire []int
 	for shard := range n {
 		want := unsharded || (s.rank >= 0 && s.rank < members && shard%members == s.rank)
 		c, owned := s.shards[shard]
@@ -214,13 +215,13 @@ func (s *session) rebalance() error {
 		case owned && !want:
 			s.release(c, "rebalance")
 		case !owned && want:
-			if _, busy := s.releasing[shard]; busy {
-				continue
-			}
-			if err := s.acquire(shard); err != nil {
-				return err
+			if _, busy := s.releasing[shard]; !busy {
+				acquire = append(acquire, shard)
 			}
 		}
+	}
+	if err := s.acquireAll(acquire); err != nil {
+		return err
 	}
 	if s.intake == nil {
 		if err := s.claimIntake(); err != nil {
@@ -275,30 +276,73 @@ func refused(err error) bool {
 	return errors.As(err, &aerr) && aerr.Code == amqp.AccessRefused
 }
 
-// acquire tries to become the exclusive consumer of a shard.
-func (s *session) acquire(shard int) error {
+// acquireParallel is how many shards are acquired side by side: each takes
+// four round trips to the broker (read its consumers, open a channel, set
+// the prefetch, consume), and one after the other a worker took about
+// 200 ms to start consuming all 32 shards, during which the jobs of the
+// shards not yet taken waited.
+const acquireParallel = 8
+
+// acquireAll tries to become the exclusive consumer of each shard, side by
+// side, and records (in shard order) those it got. The first error is
+// returned after every attempt has ended, with the shards got recorded,
+// so a failed session still closes them.
+func (s *session) acquireAll(shards []int) error {
+	if len(shards) == 0 {
+		return nil
+	}
+	got := make([]*consumer, len(shards))
+	errs := make([]error, len(shards))
+	turns := make(chan struct{}, acquireParallel)
+	var wg sync.WaitGroup
+	for i, shard := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			turns <- struct{}{}
+			defer func() { <-turns }()
+			got[i], errs[i] = s.tryAcquire(shard)
+		}()
+	}
+	wg.Wait()
+	for i, c := range got {
+		if c == nil {
+			continue
+		}
+		s.shards[c.shard] = c
+		s.b.logger.Info("shard_acquired", slog.Int("shard", c.shard), slog.String("queue", c.queue))
+		s.b.shardEvent(ShardEvent{Shard: c.shard, Acquired: true, Owned: s.owned()})
+		go s.forward(got[i])
+	}
+	return errors.Join(errs...)
+}
+
+// tryAcquire tries to become the exclusive consumer of a shard, on a
+// channel of its own (it runs beside other acquisitions, and a channel's
+// calls must not interleave). It returns nil and no error when the shard's
+// owner has not let go yet.
+func (s *session) tryAcquire(shard int) (*consumer, error) {
 	queue := s.b.opts.Topology.ShardQueue(shard)
-	if !s.b.opts.Unsharded {
-		n, err := s.count(queue)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil // its owner has not let go yet
-		}
+	if s.b.opts.Unsharded {
+		return s.consume(queue, shard, false)
 	}
-	c, err := s.consume(queue, shard, !s.b.opts.Unsharded)
+	ch, err := s.conn.Channel()
 	if err != nil {
-		if refused(err) {
-			return nil
-		}
-		return err
+		return nil, err
 	}
-	s.shards[shard] = c
-	s.b.logger.Info("shard_acquired", slog.Int("shard", shard), slog.String("queue", queue))
-	s.b.shardEvent(ShardEvent{Shard: shard, Acquired: true, Owned: s.owned()})
-	go s.forward(c)
-	return nil
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read consumers of %s: %w", queue, err)
+	}
+	if q.Consumers > 0 {
+		_ = ch.Close()
+		return nil, nil // its owner has not let go yet
+	}
+	c, err := s.consumeOn(ch, queue, shard, true)
+	if refused(err) {
+		return nil, nil
+	}
+	return c, err
 }
 
 // claimIntake tries to become the intake's exclusive consumer.
@@ -335,6 +379,11 @@ func (s *session) consume(queue string, shard int, exclusive bool) (*consumer, e
 	if err != nil {
 		return nil, err
 	}
+	return s.consumeOn(ch, queue, shard, exclusive)
+}
+
+// consumeOn is consume on a channel already open.
+func (s *session) consumeOn(ch *amqp.Channel, queue string, shard int, exclusive bool) (*consumer, error) {
 	if err := ch.Qos(s.b.opts.Prefetch, 0, false); err != nil {
 		return nil, err
 	}
