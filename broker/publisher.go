@@ -36,16 +36,9 @@ type Message struct {
 
 // pending is one publish written and not yet resolved.
 type pending struct {
-	// returned is set by the dispatcher, under pubGen.mu, when the broker
-	// returned this publish as unroutable.
+	// returned is set, under pubGen.mu, when the broker returned this
+	// publish as unroutable.
 	returned bool
-}
-
-// query asks the dispatcher whether publish seq was returned; the answer
-// comes on reply (buffered), and the publish is forgotten.
-type query struct {
-	seq   uint64
-	reply chan bool
 }
 
 // publisher owns one connection and one channel in confirm mode.
@@ -70,16 +63,18 @@ type query struct {
 //
 // Returns are matched to their publish by the pubIDHeader (its delivery
 // tag). RabbitMQ sends a mandatory publish's basic.return before its
-// basic.ack, and the connection's one reader goroutine hands the Return to
-// the unbuffered returns channel, and the dispatcher has received it, before
-// that reader reads the ack and resolves the DeferredConfirmation. The
-// dispatcher records a return it received before it selects again; and a
-// publish whose confirm has arrived asks the dispatcher for its outcome
-// (query) instead of reading it directly, so the answer comes after every
-// return the dispatcher had received by then, its own included. A publish
-// that was returned is thus always reported as ErrReturned, never as a
-// success. The dispatcher must never block for long: the library drops a
-// Return nobody takes within 5 s.
+// basic.ack, and the connection's one reader goroutine puts the Return in
+// the (buffered) returns channel before it reads the ack and resolves the
+// DeferredConfirmation. Returns are only ever taken from that channel
+// under pubGen.mu, and recorded before the lock is let go; a publish whose
+// confirm has arrived takes, under the lock, every return waiting there
+// before it reads its own outcome, so it sees every return that came
+// before its ack, its own included. A publish that was returned is thus
+// always reported as ErrReturned, never as a success. (It used to ask the
+// dispatcher goroutine instead, two goroutine hand-offs and a channel per
+// publish.) The dispatcher also empties the channel every returnsSweep, so
+// returns of publishes nobody waits for any more never fill it: the
+// library drops a Return it cannot hand over within 5 s.
 //
 // Lanes (one channel per kind of destination) would also keep quorum delay
 // tiers from holding back results and dead letters, but one tenant's slow
@@ -107,7 +102,9 @@ type publisher struct {
 type pubGen struct {
 	mu      sync.Mutex
 	pending map[uint64]*pending
-	queries chan query
+	// returns is the channel's NotifyReturn channel (nil in tests that
+	// record returns themselves); taken from under mu only.
+	returns <-chan amqp.Return
 	closed  chan struct{}
 	err     error
 	// unblocked is nil while the broker accepts publishes; while it blocks
@@ -132,40 +129,41 @@ func (p *publisher) connect() error {
 		_ = conn.Close()
 		return err
 	}
-	gen := newPubGen()
-	// Unbuffered: the reader goroutine's send completes only once the
-	// dispatcher has the Return (see publisher).
-	returns := ch.NotifyReturn(make(chan amqp.Return))
+	gen := newPubGen(ch.NotifyReturn(make(chan amqp.Return, returnsBuffer)))
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
-	go gen.dispatch(returns, chClosed, connClosed, blocked, p.logger)
+	go gen.dispatch(chClosed, connClosed, blocked, p.logger)
 	p.conn, p.ch, p.gen = conn, ch, gen
 	p.current.Store(conn)
 	return nil
 }
 
-func newPubGen() *pubGen {
-	return &pubGen{pending: map[uint64]*pending{}, queries: make(chan query), closed: make(chan struct{})}
+// Returns: room for those that come between two publishes' confirms or
+// two sweeps, and the sweep that empties the channel when no publish does.
+const (
+	returnsBuffer = 256
+	returnsSweep  = 100 * time.Millisecond
+)
+
+func newPubGen(returns <-chan amqp.Return) *pubGen {
+	return &pubGen{pending: map[uint64]*pending{}, returns: returns, closed: make(chan struct{})}
 }
 
-// dispatch records returns, answers queries and follows the connection's
-// blocked state until the channel or the connection closes. A closed
-// channel also closes chClosed, so it always ends.
-func (g *pubGen) dispatch(returns <-chan amqp.Return, chClosed, connClosed <-chan *amqp.Error,
-	blocked <-chan amqp.Blocking, logger *slog.Logger) {
+// dispatch sweeps the returns and follows the connection's blocked state
+// until the channel or the connection closes. A closed channel also closes
+// chClosed, so it always ends.
+func (g *pubGen) dispatch(chClosed, connClosed <-chan *amqp.Error, blocked <-chan amqp.Blocking, logger *slog.Logger) {
 	var reason error = ErrConnectionLost
 	defer func() { g.fail(reason) }()
+	sweep := time.NewTicker(returnsSweep)
+	defer sweep.Stop()
 	for {
 		select {
-		case r, ok := <-returns:
-			if !ok {
-				returns = nil
-				continue
-			}
-			g.recordReturn(r)
-		case q := <-g.queries:
-			q.reply <- g.take(q.seq)
+		case <-sweep.C:
+			g.mu.Lock()
+			g.takeReturnsLocked()
+			g.mu.Unlock()
 		case b, ok := <-blocked:
 			if !ok {
 				blocked = nil
@@ -224,42 +222,45 @@ func (g *pubGen) waitUnblocked(ctx context.Context) error {
 	}
 }
 
-// recordReturn marks the publish a basic.return belongs to. One that is no
-// longer pending (it gave up waiting) is ignored.
-func (g *pubGen) recordReturn(r amqp.Return) {
+// takeReturnsLocked records every return waiting in the channel, each on
+// the publish it belongs to; one no longer pending (it gave up waiting) is
+// ignored. g.mu must be held.
+func (g *pubGen) takeReturnsLocked() {
+	for {
+		select {
+		case r, ok := <-g.returns:
+			if !ok {
+				g.returns = nil
+				return
+			}
+			g.recordReturnLocked(r)
+		default:
+			return
+		}
+	}
+}
+
+func (g *pubGen) recordReturnLocked(r amqp.Return) {
 	id, _ := r.Headers[pubIDHeader].(string)
 	seq, err := strconv.ParseUint(id, 10, 64)
 	if err != nil {
 		return
 	}
-	g.mu.Lock()
 	if p := g.pending[seq]; p != nil {
 		p.returned = true
 	}
-	g.mu.Unlock()
 }
 
-// take forgets publish seq and reports whether it was returned.
-func (g *pubGen) take(seq uint64) bool {
+// returned forgets publish seq, whose confirm has arrived, and reports
+// whether it was returned: the returns that came before its confirm are in
+// the channel or recorded already (see publisher).
+func (g *pubGen) returned(seq uint64) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.takeReturnsLocked()
 	p := g.pending[seq]
 	delete(g.pending, seq)
 	return p != nil && p.returned
-}
-
-// returned is take after every return the dispatcher has received so far is
-// recorded: the dispatcher answers the query only between two events. Once
-// it has exited it records nothing more, and it recorded every return it had
-// received before exiting.
-func (g *pubGen) returned(seq uint64) bool {
-	q := query{seq: seq, reply: make(chan bool, 1)}
-	select {
-	case g.queries <- q:
-		return <-q.reply
-	case <-g.closed:
-		return g.take(seq)
-	}
 }
 
 func (g *pubGen) fail(err error) {

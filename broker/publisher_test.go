@@ -5,30 +5,32 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// The dispatcher's side of return matching, fed the way amqp091-go's reader
-// goroutine feeds it: for a returned publish the Return is handed over on
-// the unbuffered channel before the publish's confirmation resolves (here a
-// closed channel stands in for the DeferredConfirmation). A publisher that
-// then asks for its outcome must see the return, whichever goroutine runs
-// first; a publish without a return is never reported returned, and a
-// return for a publish that gave up is dropped.
+// Return matching, fed the way amqp091-go's reader goroutine feeds it: for
+// a returned publish the Return is put in the returns channel before the
+// publish's confirmation resolves (here a closed channel stands in for the
+// DeferredConfirmation). A publisher that then asks for its outcome must
+// see the return, whichever goroutine runs first; a publish without a
+// return is never reported returned, and a return for a publish that gave
+// up is dropped.
 func TestReturnIsSeenByThePublishItBelongsTo(t *testing.T) {
-	g := newPubGen()
-	returns := make(chan amqp.Return)
+	const n = 2000
+	returns := make(chan amqp.Return, n)
+	g := newPubGen(returns)
 	chClosed := make(chan *amqp.Error, 1)
 	dispatched := make(chan struct{})
 	go func() {
-		g.dispatch(returns, chClosed, make(chan *amqp.Error), make(chan amqp.Blocking), slog.New(slog.DiscardHandler))
+		g.dispatch(chClosed, make(chan *amqp.Error), make(chan amqp.Blocking), slog.New(slog.DiscardHandler))
 		close(dispatched)
 	}()
 
-	const n = 2000
 	confirmed := make([]chan struct{}, n+1)
 	got := make([]bool, n+1)
 	var wg sync.WaitGroup
@@ -56,11 +58,13 @@ func TestReturnIsSeenByThePublishItBelongsTo(t *testing.T) {
 	assert.Empty(t, g.pending, "every publish was forgotten once resolved")
 
 	// A return for a publish no longer waiting, or without an id, changes
-	// nothing.
+	// nothing, and is taken from the channel.
 	returns <- amqp.Return{Headers: amqp.Table{pubIDHeader: "7"}}
 	returns <- amqp.Return{}
 	g.mu.Lock()
+	g.takeReturnsLocked()
 	assert.Empty(t, g.pending)
+	assert.Empty(t, returns)
 	g.mu.Unlock()
 
 	// Once the channel closes the dispatcher ends; a publish asking then
@@ -72,4 +76,22 @@ func TestReturnIsSeenByThePublishItBelongsTo(t *testing.T) {
 	<-dispatched
 	require.ErrorIs(t, g.err, ErrConnectionLost)
 	assert.True(t, g.returned(n+1))
+}
+
+// Returns of publishes nobody waits for any more are swept from the
+// channel, so it never fills and makes the library drop one.
+func TestReturnsNobodyWaitsForAreSwept(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		returns := make(chan amqp.Return, 4)
+		g := newPubGen(returns)
+		chClosed := make(chan *amqp.Error, 1)
+		go g.dispatch(chClosed, make(chan *amqp.Error), make(chan amqp.Blocking), slog.New(slog.DiscardHandler))
+		for range 4 {
+			returns <- amqp.Return{Headers: amqp.Table{pubIDHeader: "1"}}
+		}
+		time.Sleep(returnsSweep)
+		synctest.Wait()
+		assert.Empty(t, returns)
+		close(chClosed)
+	})
 }
