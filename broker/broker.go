@@ -318,9 +318,7 @@ func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out cha
 // acked or requeued: the shards' (which the prefetch bounds) and the
 // intake's.
 func (b *Broker) Unsettled() int {
-	n, _ := b.unsettled.state()
-	m, _ := b.moving.state()
-	return n + m
+	return b.unsettled.count() + b.moving.count()
 }
 
 // WaitSettled blocks until every delivery handed out (the intake's too) has

@@ -51,9 +51,13 @@ func (d *Delivery) routeKey() string {
 
 // tracker counts deliveries handed out and not yet settled.
 type tracker struct {
-	mu      sync.Mutex
-	n       int
+	mu sync.Mutex
+	n  int
+	// changed is closed on the next change once someone waits for it
+	// (watched); a change nobody waits for makes no new channel (two a
+	// job otherwise).
 	changed chan struct{}
+	watched bool
 }
 
 func newTracker() *tracker { return &tracker{changed: make(chan struct{})} }
@@ -61,15 +65,26 @@ func newTracker() *tracker { return &tracker{changed: make(chan struct{})} }
 func (t *tracker) add(d int) {
 	t.mu.Lock()
 	t.n += d
-	close(t.changed)
-	t.changed = make(chan struct{})
+	if t.watched {
+		close(t.changed)
+		t.changed, t.watched = make(chan struct{}), false
+	}
 	t.mu.Unlock()
 }
 
+// state is the count and a channel closed when it next changes.
 func (t *tracker) state() (int, <-chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.watched = true
 	return t.n, t.changed
+}
+
+// count is the count, for a reader that does not wait for a change.
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
 }
 
 func (d *Delivery) settled() {

@@ -49,3 +49,31 @@ func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
 		assert.LessOrEqual(t, len(r.keys), settledMax)
 	})
 }
+
+// A tracker wakes whoever waits for a change, and only makes a new channel
+// for the next change when someone took the current one.
+func TestTrackerWakesWaitersOfEveryChange(t *testing.T) {
+	tr := newTracker()
+	tr.add(1)
+	tr.add(1)
+	assert.Equal(t, 2, tr.count())
+	n, changed := tr.state()
+	assert.Equal(t, 2, n)
+	select {
+	case <-changed:
+		t.Fatal("closed before any change")
+	default:
+	}
+	tr.add(-1)
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the change after state did not close its channel")
+	}
+	n, next := tr.state()
+	assert.Equal(t, 1, n)
+	assert.NotEqual(t, changed, next, "a new channel for the next change")
+	tr.add(-1)
+	<-next
+	assert.Equal(t, 0, tr.count())
+}
