@@ -92,6 +92,9 @@ func TestBenchScale(t *testing.T) {
 		assert.Equal(t, 300, r.Tenants)
 		assert.Positive(t, r.HeapBytesPerTenant, "tenants cost some memory")
 		assert.Less(t, r.GoroutinesPerTenant, 0.1, "an idle tenant has no goroutine")
+		assert.Positive(t, r.LoadSeconds, "the tenants came from a tenants file")
+		assert.Positive(t, r.SpawnSeconds)
+		assert.Positive(t, r.ListSeconds, "every tenant was listed")
 	})
 }
 

@@ -39,7 +39,14 @@ type scaleReport struct {
 	ActiveHeapPerTenant float64 `json:"activeHeapBytesPerTenant"` // right after the jobs, actors alive
 	ActiveRSSPerTenant  float64 `json:"activeRssBytesPerTenant"`
 	GoroutinesPerTenant float64 `json:"goroutinesPerTenant"`
-	Seconds             float64 `json:"seconds"`
+	// LoadSeconds is reading and validating a tenants file of N tenants;
+	// SpawnSeconds starting the router on them until it answers;
+	// ListSeconds one listing of every tenant (GET /v1/tenants, 'wadispatch
+	// tenants') once they are idle.
+	LoadSeconds  float64 `json:"loadSeconds"`
+	SpawnSeconds float64 `json:"spawnSeconds"`
+	ListSeconds  float64 `json:"listSeconds"`
+	Seconds      float64 `json:"seconds"`
 }
 
 // scalePassivateAfter is the tenants' idle time before their actors stop,
@@ -55,7 +62,7 @@ func (e *benchEnv) scale(ctx context.Context) ([]benchRow, error) {
 	}
 	var rows []benchRow
 	for _, n := range []int{1_000, 10_000, 100_000} {
-		var heap, rss, aheap, gor []float64
+		var heap, rss, aheap, gor, load, spawn, list []float64
 		for rep := range e.reps {
 			var out bytes.Buffer
 			cmd := exec.CommandContext(ctx, exe, "scale", "--tenants", strconv.Itoa(n))
@@ -71,20 +78,27 @@ func (e *benchEnv) scale(ctx context.Context) ([]benchRow, error) {
 				r.HeapBytesPerTenant, r.RSSBytesPerTenant, r.Seconds)
 			heap, rss, gor = append(heap, r.HeapBytesPerTenant), append(rss, r.RSSBytesPerTenant), append(gor, r.GoroutinesPerTenant)
 			aheap = append(aheap, r.ActiveHeapPerTenant)
+			load, spawn, list = append(load, r.LoadSeconds), append(spawn, r.SpawnSeconds), append(list, r.ListSeconds)
 		}
 		h, r := benchMedian(heap), benchMedian(rss)
 		rows = append(rows, benchRow{
 			Measure: fmt.Sprintf("scale %s tenants", benchThousands(n)),
-			Value: fmt.Sprintf("idle (passivated) heap %.0f B/tenant, RSS %.0f B/tenant; active heap %.0f B/tenant; %.2f goroutines/tenant",
-				h, r, benchMedian(aheap), benchMedian(gor)),
+			Value: fmt.Sprintf("idle (passivated) heap %.0f B/tenant, RSS %.0f B/tenant; active heap %.0f B/tenant; %.2f goroutines/tenant; "+
+				"tenants file loaded in %s, router up in %s; listing %s",
+				h, r, benchMedian(aheap), benchMedian(gor), benchSeconds(benchMedian(load)), benchSeconds(benchMedian(spawn)),
+				benchSeconds(benchMedian(list))),
 			Goal:   fmt.Sprintf("idle heap <= %d B/tenant", scaleGoal),
 			Status: benchMet(h <= scaleGoal),
 			Numbers: map[string]float64{"heapBytesPerTenant": h, "rssBytesPerTenant": r,
-				"activeHeapBytesPerTenant": benchMedian(aheap), "goroutinesPerTenant": benchMedian(gor)},
+				"activeHeapBytesPerTenant": benchMedian(aheap), "goroutinesPerTenant": benchMedian(gor),
+				"loadSeconds": benchMedian(load), "spawnSeconds": benchMedian(spawn), "listSeconds": benchMedian(list)},
 		})
 	}
 	return rows, nil
 }
+
+// benchSeconds shows a duration given in seconds.
+func benchSeconds(s float64) string { return benchDur(time.Duration(s * float64(time.Second))) }
 
 func benchThousands(n int) string {
 	s := strconv.Itoa(n)
@@ -130,20 +144,19 @@ func runScale(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // measureScale measures n tenants; a memprofile is written while they are
 // still alive.
 func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, error) {
-	tenants := make([]config.Tenant, n)
+	// The tenants come from a tenants file, as the worker's do: its
+	// loading is the first part of a start-up with n tenants.
+	tenants, load, err := scaleTenantsFile(n)
+	if err != nil {
+		return scaleReport{}, err
+	}
 	tokens := make(map[string]whatsapp.TokenSource, n)
 	// Tokens are not registered with the log redactor here: registering is
 	// quadratic in the number of secrets (logging.Secrets.Add), which
 	// costs minutes at 100,000 and is no part of an idle tenant's memory.
 	secrets := logging.NewSecrets()
-	for i := range tenants {
-		id := fmt.Sprintf("t%06d", i)
-		tenants[i] = config.Tenant{ID: id, PhoneNumberID: fmt.Sprintf("3%014d", i), AccessTokenEnv: "WA_TOKEN_" + id,
-			RateLimit:   config.RateLimit{PerMinute: 80, Burst: 80},
-			Breaker:     config.Breaker{FailureThreshold: 5, OpenFor: 60 * time.Second},
-			MaxAttempts: 10, MaxAge: 24 * time.Hour}
-		tok := scaleToken("EAAG" + id + strings.Repeat("x", 180))
-		tokens[id] = tok
+	for _, t := range tenants {
+		tokens[t.ID] = scaleToken("EAAG" + t.ID + strings.Repeat("x", 180))
 	}
 	logger := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo, Version: "bench", Secrets: secrets})
 	settled := make(chan struct{}, 1024)
@@ -155,6 +168,7 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		return logger.With(slog.String("component", "protoactor"))
 	}))
 	defer system.Shutdown()
+	spawnStart := time.Now()
 	router, err := system.Root.SpawnNamed(actors.NewRouterProps(actors.Config{
 		Tenants: tenants, Tokens: tokens, Sender: scaleSender{}, Broker: stub, Logger: logger, Context: ctx,
 		PassivateAfter: scalePassivateAfter,
@@ -163,6 +177,11 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		return scaleReport{}, err
 	}
 	defer func() { _ = system.Root.PoisonFuture(router).Wait() }()
+	dir := actors.Directory{Root: system.Root, Router: router, ListTimeout: 5 * time.Minute}
+	if _, err := dir.Get(ctx, tenants[0].ID); err != nil {
+		return scaleReport{}, err
+	}
+	spawn := time.Since(spawnStart)
 
 	heap0, rss0, gor0 := scaleMemNow()
 	// In windows, so the jobs in flight do not swell the heap the runtime
@@ -186,7 +205,6 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		}
 	}
 	// Every tenant has settled its job; let their last messages run.
-	dir := actors.Directory{Root: system.Root, Router: router, ListTimeout: 30 * time.Second}
 	if _, err := dir.Get(ctx, tenants[n-1].ID); err != nil {
 		return scaleReport{}, err
 	}
@@ -214,6 +232,11 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		time.Sleep(100 * time.Millisecond)
 	}
 	heap1, rss1, gor1 := scaleMemNow()
+	listStart := time.Now()
+	if _, err := dir.List(ctx); err != nil {
+		return scaleReport{}, err
+	}
+	list := time.Since(listStart)
 	if memprofile != "" {
 		if err := writeHeapProfile(memprofile); err != nil {
 			return scaleReport{}, err
@@ -227,7 +250,40 @@ func measureScale(ctx context.Context, n int, memprofile string) (scaleReport, e
 		ActiveHeapPerTenant: perTenant(heapA, heap0),
 		ActiveRSSPerTenant:  perTenant(rssA, rss0),
 		GoroutinesPerTenant: float64(gor1-gor0) / float64(n),
+		LoadSeconds:         load.Seconds(),
+		SpawnSeconds:        spawn.Seconds(),
+		ListSeconds:         list.Seconds(),
 	}, nil
+}
+
+// scaleTenantsFile writes a tenants file of n tenants (80/min, burst 80,
+// each with its own access_token_env) to a temporary directory and loads
+// it as the worker does, returning the tenants and how long loading took.
+func scaleTenantsFile(n int) ([]config.Tenant, time.Duration, error) {
+	dir, err := os.MkdirTemp("", "wadbench-scale-")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	var file bytes.Buffer
+	file.WriteString("defaults:\n  rate_limit: {per_minute: 80, burst: 80}\n  breaker: {failure_threshold: 5, open_for: 60s}\n" +
+		"  max_attempts: 10\n  max_age: 24h\ntenants:\n")
+	for i := range n {
+		fmt.Fprintf(&file, "  - id: t%06d\n    phone_number_id: \"3%014d\"\n    access_token_env: WA_TOKEN_T%06d\n", i, i, i)
+	}
+	path := dir + "/tenants.yaml"
+	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+		return nil, 0, err
+	}
+	getenv := func(name string) string {
+		if strings.HasPrefix(name, "WA_TOKEN_") {
+			return "EAAG" + name
+		}
+		return ""
+	}
+	start := time.Now()
+	tenants, err := config.LoadTenants(path, getenv)
+	return tenants, time.Since(start), err
 }
 
 // writeHeapProfile writes the heap profile (in-use space) to path.

@@ -236,8 +236,13 @@ Rows
       <= 2048 B per idle tenant (RSS is shown; it moves in pages and with
       what the runtime has not returned to the OS). Tokens are not
       registered with the log redactor (that is per configured tenant, not
-      per active one). 'wadbench scale --tenants N
-      --memprofile FILE' writes a heap profile for 'go tool pprof -top'.
+      per active one). Also: how long loading a tenants file of N tenants
+      takes (read, parse, validate, as at start-up), how long the router
+      takes to answer once started on them, and one listing of every tenant
+      once they are idle (what GET /v1/tenants and 'wadispatch tenants'
+      ask for). 'wadbench scale --tenants N --memprofile FILE' writes a heap
+      profile for 'go tool pprof -top'; any N may be given there (1,000,000
+      takes about a minute and 3 GiB).
 
   deferral burst
       One tenant at 600/min with a burst of 80 gets a burst of 1,000
