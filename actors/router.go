@@ -65,6 +65,8 @@ type routerState struct {
 	// when each was acquired.
 	owned      map[int]bool
 	acquiredAt map[int]time.Time
+	// slab is where tenants' states are made (see stateSlab).
+	slab stateSlab
 }
 
 // router is one incarnation of the router actor. Supervision makes a new
@@ -475,7 +477,7 @@ func (r *router) ensureState(e *tenantEntry) *TenantState {
 			tokens = missingToken(e.cfg.ID)
 		}
 		now := time.Now()
-		e.state = newTenantState(&e.cfg, tokens, r.epoch, now, r.deps)
+		e.state = newTenantState(&r.slab, &e.cfg, tokens, r.epoch, now, r.deps)
 		e.state.shard = e.shard
 		if e.startEmpty {
 			// Empty when the shard was acquired, refilled since.

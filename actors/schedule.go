@@ -195,13 +195,19 @@ type Schedule struct {
 
 // NewSchedule returns a schedule with a full bucket and a closed breaker.
 func NewSchedule(cfg ScheduleConfig, now time.Time) *Schedule {
+	s := new(Schedule)
+	s.init(cfg, now, new(Bucket), new(Breaker))
+	return s
+}
+
+// init makes s a new schedule on the bucket and breaker given (zero
+// values, which it sets up), so that a tenant's parts can share one
+// allocation (see tenantBlock).
+func (s *Schedule) init(cfg ScheduleConfig, now time.Time, bucket *Bucket, breaker *Breaker) {
 	cfg = cfg.withDefaults()
-	return &Schedule{
-		cfg:     cfg,
-		bucket:  NewBucket(cfg.PerMinute, cfg.Burst, now),
-		breaker: NewBreaker(cfg.FailureThreshold, cfg.OpenFor),
-		window:  NewWindow(cfg.MaxInFlight),
-	}
+	*bucket = *NewBucket(cfg.PerMinute, cfg.Burst, now)
+	*breaker = *NewBreaker(cfg.FailureThreshold, cfg.OpenFor)
+	*s = Schedule{cfg: cfg, bucket: bucket, breaker: breaker, window: NewWindow(cfg.MaxInFlight)}
 }
 
 // Reconfigure takes a tenant's new limits (a reload). The bucket keeps its

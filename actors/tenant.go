@@ -417,8 +417,8 @@ func (a *tenantActor) sendDone(ctx actor.Context, r *messages.SendDone) {
 	}
 	switch v.Job {
 	case JobSent:
-		if st.recent == nil {
-			st.recent = newIDCache(a.deps.DedupeSize)
+		if st.recent.max == 0 {
+			st.recent.max = a.deps.DedupeSize
 		}
 		st.recent.add(m.Job.InternalID, r.WAMID)
 		// LogAttrs: the one line of every job, without boxing each
