@@ -41,9 +41,11 @@ var sendBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 // up front, so that rate() sees them from zero.
 var outcomes = []string{messages.StatusSent, messages.StatusFailed, messages.StatusDeadLettered}
 
+// A job back from a delay tier early (actors.ReasonEarly) is only taking the
+// next tier, not deferred, and is never counted: it has no series.
 func deferReasons() []string {
 	var rs []string
-	for r := actors.ReasonEarly; r <= actors.LastReason; r++ {
+	for r := actors.ReasonEarly + 1; r <= actors.LastReason; r++ {
 		rs = append(rs, r.String())
 	}
 	return rs

@@ -137,6 +137,8 @@ func TestObserver(t *testing.T) {
 		assert.Equal(t, 2.0, s.value(t, "wadispatch_deferrals_total", l("tenant", "acme", "reason", "rate_limited")))
 		assert.Equal(t, 1.0, s.value(t, "wadispatch_deferrals_total", l("tenant", "globex", "reason", "breaker_open")))
 		assert.Equal(t, 0.0, s.value(t, "wadispatch_deferrals_total", l("tenant", "acme", "reason", "throttled")))
+		_, early := s.metric("wadispatch_deferrals_total", l("tenant", "acme", "reason", "early"))
+		assert.False(t, early, "a job back early is not a deferral: no series")
 	})
 
 	t.Run("SendDurationIsAHistogramInSeconds", func(t *testing.T) {
