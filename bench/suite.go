@@ -36,12 +36,12 @@ const benchSuiteUsage = `Usage:
 
 wadbench runs every measurement below against the local RabbitMQ (start it with
 'go tool task rabbitmq') and an in-process fake Graph API that answers at once
-(with Meta's latency and rate in the window rows), and prints one table:
-measure, value, goal, and whether the goal is met. Each figure is the median of
-repeated runs (3, or 1 with --quick), and each ratio is taken between runs of
-the same invocation, interleaved, so that noise on a shared machine hits both
-sides. The default run takes about 14 minutes on two cores, --quick about 2.5
-minutes. Queues are named bench.*.<random> and deleted afterwards. Progress
+(with Meta's latency, and its rate per number, in the window, fairness and
+shards rows), and prints one table: measure, value, goal, and whether the goal
+is met. Each figure is the median of repeated runs (3, or 1 with --quick), and
+each ratio is taken between runs of the same invocation, interleaved, so that
+noise on a shared machine hits both sides. The default run takes about 15
+minutes on two cores, --quick about 3 minutes. Queues are named bench.*.<random> and deleted afterwards. Progress
 goes to stderr, the table to stdout.
 
 Rows
