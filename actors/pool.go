@@ -56,9 +56,7 @@ func (p *pool) Go(task func()) {
 // with messages runs its burst on a pooled goroutine instead of a new one
 // (protoactor's default), so the burst does not grow a fresh stack again
 // (stack growth under the log line alone was 4% of the worker's CPU in the
-// throughput benchmark), and a burst of activations — ten thousand
-// tenants' idle checks at once — does not leave the runtime ten thousand
-// goroutine records it never frees. The tenants' mailboxes use it, not the
+// throughput benchmark). The tenants' mailboxes use it, not the
 // router's: the router closes the pool when it stops, which waits for
 // every pooled goroutine, its own burst's too.
 type mailboxes struct{ p *pool }

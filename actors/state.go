@@ -89,8 +89,8 @@ type tenantBlock struct {
 
 // stateSlab hands out tenant blocks from arrays of slabBlocks. A tenant's
 // state lives as long as the process, while its actor's objects (mailbox,
-// context, messages) come and go: made one by one, the four parts of each
-// state were scattered among the actors' short-lived objects, and the
+// context, messages) come and go: made one by one, the parts of each state
+// (and its duplicate memory, now inside TenantState) were scattered among the actors' short-lived objects, and the
 // heap's spans they kept stayed mostly empty once the actors were
 // passivated (heap in use per idle tenant was about twice the bytes the
 // tenants held). In slabs they share their own spans.
