@@ -46,3 +46,5 @@ func TestIDCache(t *testing.T) {
 		assert.False(t, ok)
 	})
 }
+
+func newIDCache(max int) *idCache { return &idCache{max: max} }

@@ -211,8 +211,6 @@ type idEntry struct{ id, wamid string }
 // indexAfter is the size above which idCache keeps a map index.
 const indexAfter = 16
 
-func newIDCache(max int) *idCache { return &idCache{max: max} }
-
 func (c *idCache) find(id string) int {
 	if c.index != nil {
 		if i, ok := c.index[id]; ok {
