@@ -46,20 +46,10 @@ fail() {
 
 [[ $(id -u) -eq 0 ]] || fail "needs root (buildah --isolation chroot with its own storage root)"
 
-if ! command -v buildah >/dev/null 2>&1; then
-	say "buildah is missing: apt-get install -y buildah"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq buildah >/tmp/wadispatch-apt-buildah.log 2>&1 ||
-		{ apt-get update -qq >>/tmp/wadispatch-apt-buildah.log 2>&1 &&
-			apt-get install -y -qq buildah >>/tmp/wadispatch-apt-buildah.log 2>&1; } ||
-		{ tail -20 /tmp/wadispatch-apt-buildah.log >&2; fail "could not install buildah (log: /tmp/wadispatch-apt-buildah.log)"; }
-fi
-command -v jq >/dev/null 2>&1 || {
-	say "jq is missing: apt-get install -y jq"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1 ||
-		{ apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1; } ||
-		fail "could not install jq"
-}
+# shellcheck source=check/need.sh
+source "$repo/deploy/check/need.sh"
+need buildah buildah
+need jq jq
 say "$(buildah --version)"
 
 tmp="$(mktemp -d /tmp/wadispatch-check-image.XXXXXX)"

@@ -46,20 +46,10 @@ fail() {
 	exit 1
 }
 
-if ! command -v systemd-analyze >/dev/null 2>&1; then
-	say "systemd-analyze is missing: apt-get install -y systemd"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq systemd >/tmp/wadispatch-apt-systemd.log 2>&1 ||
-		{ apt-get update -qq >>/tmp/wadispatch-apt-systemd.log 2>&1 &&
-			apt-get install -y -qq systemd >>/tmp/wadispatch-apt-systemd.log 2>&1; } ||
-		{ tail -20 /tmp/wadispatch-apt-systemd.log >&2; fail "could not install systemd (log: /tmp/wadispatch-apt-systemd.log)"; }
-fi
-command -v jq >/dev/null 2>&1 || {
-	say "jq is missing: apt-get install -y jq"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1 ||
-		{ apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1; } ||
-		fail "could not install jq"
-}
+# shellcheck source=check/need.sh
+source "$repo/deploy/check/need.sh"
+need systemd-analyze systemd
+need jq jq
 say "$(systemd-analyze --version | head -1)"
 
 tmp="$(mktemp -d /tmp/wadispatch-check-systemd.XXXXXX)"
