@@ -529,17 +529,7 @@ func publishOn(t *testing.T, url, queue string, jobs []lifecycleJob) {
 // broker does not answer.
 func depthOn(t *testing.T, url string, queues ...string) int {
 	t.Helper()
-	n := 0
-	err := onNode(url, func(ch *amqp.Channel) error {
-		for _, queue := range queues {
-			q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-			if err != nil {
-				return err
-			}
-			n += q.Messages
-		}
-		return nil
-	})
+	n, err := readyIn(url, queues...)
 	var aerr *amqp.Error
 	if errors.As(err, &aerr) && aerr.Code == amqp.NotFound {
 		require.NoError(t, err)

@@ -649,7 +649,7 @@ func bucketScenario(t *testing.T, unsharded bool) bucketRun {
 	all := c.waitAll(limitedJobs, wait)
 	require.True(t, all || unsharded, "every limited job has a result")
 	end := time.Now()
-	require.GreaterOrEqual(t, countPhone(f.h.fake.Calls(), failing.Phone), limits.Threshold,
+	require.GreaterOrEqual(t, countCalls(f.h.fake.Calls(), failing.Phone), limits.Threshold,
 		"the failing tenant reached Meta")
 	report := checkOneBucket(f.h.fake.Calls(), limited, failing, limits, end)
 
@@ -696,16 +696,6 @@ func tripled(calls fakemeta.CallLog, l bucketLimits, phones ...string) fakemeta.
 		}
 	}
 	return out
-}
-
-func countPhone(calls fakemeta.CallLog, phone string) int {
-	n := 0
-	for _, c := range calls {
-		if c.PhoneNumberID == phone {
-			n++
-		}
-	}
-	return n
 }
 
 // TestThreeWorkersSendEachTenantWithinOneBucket: three workers on one queue
