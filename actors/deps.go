@@ -33,6 +33,9 @@ var _ Broker = (*broker.Broker)(nil)
 type Sharding interface {
 	ShardOf(tenantID string) int
 	MoveMessage(d messages.Delivery, shard int) broker.Message
+	// WaitingBesides reports whether a delivery of a shard other than
+	// shard is waiting for room in the prefetch window.
+	WaitingBesides(shard int) bool
 }
 
 var _ Sharding = (*broker.Broker)(nil)
@@ -54,8 +57,10 @@ type Config struct {
 	MaxHeld int
 	// Prefetch is the process's prefetch window (PREFETCH), which every
 	// tenant's held deliveries share: a tenant holding its fair minimum
-	// takes no more once all but a tenth of it is held. 0: no sharing
-	// rule (tests of one tenant).
+	// takes no more once all but a tenth of it is held, while another
+	// tenant's job may be waiting for a slot (one behind it in its
+	// shard's queue, or one of another shard at the broker's gate). 0: no
+	// sharing rule (tests of one tenant).
 	Prefetch int
 	// DedupeSize bounds each tenant's memory of recently sent internal ids
 	// (default 1024).
@@ -89,6 +94,9 @@ type Config struct {
 	// held counts the deliveries every tenant holds (waiting or sending),
 	// for Prefetch's sharing rule; each tenant adds what it changes.
 	held *atomic.Int64
+	// crowded holds the shards more than one configured tenant shares;
+	// the router replaces it when tenants are added or removed.
+	crowded *atomic.Pointer[map[int32]bool]
 }
 
 // DefaultPassivateAfter is Config.PassivateAfter's default.

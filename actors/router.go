@@ -91,6 +91,7 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps.pool = newPool(max(16, 2*deps.Prefetch))
 	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
+	deps.crowded = new(atomic.Pointer[map[int32]bool])
 	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{},
 		acquiredAt: map[int]time.Time{}}
 	for _, t := range cfg.Tenants {
@@ -102,6 +103,7 @@ func NewRouterProps(cfg Config) *actor.Props {
 		st.ids = append(st.ids, t.ID)
 	}
 	sort.Strings(st.ids)
+	st.countShardMates()
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &router{routerState: st, byPID: map[string]*tenantEntry{}}
 	}, actor.WithSupervisor(actor.NewRestartingStrategy()))
@@ -281,6 +283,22 @@ func (r *router) deliver(ctx actor.Context, msg *messages.Deliver) {
 	r.sendToTenant(ctx, e, &messages.Dispatch{Job: job, Delivery: msg.Delivery, State: messages.ReadJobState(msg.Headers)}, nil)
 }
 
+// countShardMates finds the shards that more than one configured tenant
+// shares (shard 0 holds them all without Config.Shards), for the tenants'
+// sharing rule: a job of a tenant alone in its shard has no other
+// tenant's job behind it in that shard's queue.
+func (st *routerState) countShardMates() {
+	seen := make(map[int32]bool, 64)
+	crowded := map[int32]bool{}
+	for _, e := range st.tenants {
+		if seen[e.shard] {
+			crowded[e.shard] = true
+		}
+		seen[e.shard] = true
+	}
+	st.deps.crowded.Store(&crowded)
+}
+
 // shardOf is the shard of a tenant, configured (e) or not (nil).
 func (r *router) shardOf(id string, e *tenantEntry) int {
 	if e != nil {
@@ -437,6 +455,7 @@ func (r *router) reconfigure(ctx actor.Context, msg *Reconfigure) {
 			r.ids = append(r.ids, id)
 		}
 		sort.Strings(r.ids)
+		r.countShardMates()
 	}
 	ctx.Respond(done)
 }

@@ -20,6 +20,10 @@ type testShards map[string]int
 
 func (s testShards) ShardOf(id string) int { return s[id] }
 
+// WaitingBesides says another shard's delivery may always be waiting, as
+// the sharing rule assumed before it asked.
+func (s testShards) WaitingBesides(int) bool { return true }
+
 func (s testShards) MoveMessage(d messages.Delivery, shard int) broker.Message {
 	return broker.Message{Exchange: "shards", Key: strconv.Itoa(shard)}
 }

@@ -150,16 +150,31 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 }
 
 // heldForAdmission is what Admit is told the tenant holds: what it holds,
-// or its whole HoldCap when the process's prefetch window is nearly full
-// and the tenant already holds its fair minimum, so that one tenant never
-// takes the slots its neighbours' jobs need to reach the worker at all.
+// or its whole HoldCap when the process's prefetch window is nearly full,
+// the tenant already holds its fair minimum and another tenant's job may
+// be waiting for a slot, so that one tenant never takes the slots its
+// neighbours' jobs need to reach the worker at all.
 func (a *tenantActor) heldForAdmission(now time.Time) int {
 	st := a.st
 	held := st.held()
-	if p := a.deps.Prefetch; p > 0 && held >= DefaultMaxHeld && a.deps.held.Load() >= int64(p-fairReserve(p)) {
+	if p := a.deps.Prefetch; p > 0 && held >= DefaultMaxHeld && a.deps.held.Load() >= int64(p-fairReserve(p)) && a.contended() {
 		return max(held, st.sched.HoldCap(now))
 	}
 	return held
+}
+
+// contended reports whether another tenant's job may be waiting for one of
+// the slots this tenant holds: behind its jobs in its shard's queue
+// (another configured tenant shares the shard), or in another shard's,
+// waiting at the broker for room in the prefetch window. Deferring a job
+// makes room by moving it out of the way; with nobody waiting it would
+// only cost the broker a delay-queue trip, and this tenant the job's
+// slot in its window.
+func (a *tenantActor) contended() bool {
+	if (*a.deps.crowded.Load())[a.st.shard] {
+		return true
+	}
+	return a.deps.Shards != nil && a.deps.Shards.WaitingBesides(int(a.st.shard))
 }
 
 // fairReserve is how many of the prefetch slots are kept for tenants that

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -299,6 +300,61 @@ func TestACampaignLeavesPrefetchSlotsForQuietTenants(t *testing.T) {
 		h.publish("quiet", "q1")
 		assert.Equal(t, []time.Duration{h.now()}, starts(h.callsFor("q1")), "the quiet tenant's job is sent at once")
 	})
+}
+
+// gateShards is testShards with a broker gate the test sets: whether
+// another shard's delivery waits for room in the prefetch window.
+type gateShards struct {
+	testShards
+	waiting *atomic.Bool
+}
+
+func (g gateShards) WaitingBesides(int) bool { return g.waiting.Load() }
+
+// The sharing rule makes room only for a job that may be waiting for it: a
+// campaign alone in its shard (shard 0) keeps its jobs while no other
+// shard's delivery waits at the broker's gate, and leaves the reserve as
+// soon as one does, or when another tenant shares its shard and so its
+// queue.
+func TestTheSharingRuleMakesRoomOnlyForAJobThatMayBeWaiting(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		quietShard    int
+		waiting       bool
+		leavesReserve bool
+	}{
+		{"AloneAndNobodyWaits", 1, false, false},
+		{"AloneAndAnotherShardWaits", 1, true, true},
+		{"SharingItsShard", 0, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				campaign := numberTenant("campaign")
+				campaign.RateLimit = config.RateLimit{PerMinute: 60000, Burst: 1000}
+				waiting := new(atomic.Bool)
+				waiting.Store(c.waiting)
+				shards := gateShards{testShards{"campaign": 0, "quiet": c.quietShard}, waiting}
+				h := startHarness(t, Config{Tenants: []config.Tenant{campaign, tenant("quiet")}, Prefetch: 20, Shards: shards})
+				h.root.Send(h.router, &messages.ShardsChanged{Shard: 0, Acquired: true, Owned: []int{0, 1}})
+				h.answer(always(reply{Delay: time.Second}))
+				h.advance(time.Second)           // the bucket, empty when the shard was acquired, fills
+				h.publish("campaign", "warm-up") // its answer gives the window a latency
+				h.advance(time.Second)
+				for i := range 30 {
+					h.deliver(jobBody("campaign", fmt.Sprintf("c%03d", i), ownRecipient), nil)
+				}
+				h.settle()
+				info := h.info("campaign")
+				if c.leavesReserve {
+					assert.Equal(t, 20-fairReserve(20), info.Held, "the campaign leaves the reserve")
+					assert.Equal(t, int64(30-info.Held), info.DeferredTotal, "the rest go back to the broker")
+				} else {
+					assert.Equal(t, 30, info.Held, "nothing deferred for nobody")
+					assert.Zero(t, info.DeferredTotal)
+				}
+			})
+		})
+	}
 }
 
 func TestWindowSizing(t *testing.T) {

@@ -61,8 +61,13 @@ type Broker struct {
 	// which the prefetch bounds; moving counts the intake's.
 	unsettled *tracker
 	moving    *tracker
-	settled   *settledSet
-	ownership ownershipState
+	// waiting counts the shard deliveries waiting in hand for room in the
+	// prefetch window, by shard (MaxShards of them, whatever the topology
+	// says), and waitingAll all of them.
+	waiting    []atomic.Int32
+	waitingAll atomic.Int32
+	settled    *settledSet
+	ownership  ownershipState
 
 	redeclMu   sync.Mutex
 	redeclared time.Time
@@ -102,7 +107,7 @@ func New(opts Options) *Broker {
 		opts.Topology.Shards = DefaultShards
 	}
 	b := &Broker{opts: opts, logger: opts.Logger, unsettled: newTracker(), moving: newTracker(),
-		settled: newSettledSet()}
+		settled: newSettledSet(), waiting: make([]atomic.Int32, MaxShards)}
 	b.ownership.o = Ownership{Shards: opts.Topology.Shards, Rank: -1, Unsharded: opts.Unsharded}
 	b.prefetch.Store(int64(opts.Prefetch))
 	b.pub = &publisher{dial: func() (*amqp.Connection, error) { return b.dial("publish") }, logger: opts.Logger}
@@ -272,18 +277,8 @@ func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out cha
 	count := b.moving
 	if c.shard >= 0 {
 		count = b.unsettled
-		for {
-			n, changed := b.unsettled.state()
-			if n < b.Prefetch() {
-				break
-			}
-			select {
-			case <-changed:
-			case <-c.stop:
-				return false
-			case <-ctx.Done():
-				return false
-			}
+		if !b.waitForRoom(ctx, c) {
+			return false
 		}
 	}
 	del := &Delivery{
@@ -312,6 +307,48 @@ func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out cha
 	// Never handed out: it goes back when its channel closes.
 	del.settled()
 	return false
+}
+
+// waitForRoom waits until the prefetch window has room for a delivery of
+// c's shard, counted meanwhile as waiting (WaitingBesides). It returns
+// false when c is stopped or ctx ends first.
+func (b *Broker) waitForRoom(ctx context.Context, c *consumer) bool {
+	counted := false
+	defer func() {
+		if counted {
+			b.waiting[c.shard].Add(-1)
+			b.waitingAll.Add(-1)
+		}
+	}()
+	for {
+		n, changed := b.unsettled.state()
+		if n < b.Prefetch() {
+			return true
+		}
+		if !counted {
+			counted = true
+			b.waiting[c.shard].Add(1)
+			b.waitingAll.Add(1)
+		}
+		select {
+		case <-changed:
+		case <-c.stop:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// WaitingBesides reports whether a delivery of a shard other than shard is
+// waiting for room in the prefetch window: a tenant that holds much of the
+// window then makes room (actors.Config.Prefetch's sharing rule).
+func (b *Broker) WaitingBesides(shard int) bool {
+	all := b.waitingAll.Load()
+	if shard >= 0 && shard < len(b.waiting) {
+		all -= b.waiting[shard].Load()
+	}
+	return all > 0
 }
 
 // Unsettled is the number of deliveries handed out by Run and not yet

@@ -225,3 +225,31 @@ func TestMovesKeepTheirOrderWithConfirmsWaitedForTogether(t *testing.T) {
 	}
 	assert.Zero(t, testkit.Depth(t, ch, topo.Queue), "every intake delivery acked")
 }
+
+// A delivery waiting for room in the prefetch window is seen by the other
+// shards' tenants (WaitingBesides), not by its own shard's, and no longer
+// once it is handed out.
+func TestWaitingBesidesSeesAnotherShardsDeliveryAtTheGate(t *testing.T) {
+	const shards = 3
+	topo := shardedTopology(t, shards)
+	a := startShardWorker(t, topo)
+	require.Eventually(t, func() bool { return split(shards, a) }, 10*time.Second, 10*time.Millisecond)
+	a.b.SetPrefetch(1)
+	ch := testkit.Channel(t)
+	testkit.Publish(t, ch, topo.ShardQueue(0), []byte(`{"n":0}`), nil)
+	first := next(t, a.out)
+	require.Equal(t, 0, first.Shard)
+	assert.False(t, a.b.WaitingBesides(0), "nothing else has come")
+
+	testkit.Publish(t, ch, topo.ShardQueue(2), []byte(`{"n":2}`), nil)
+	require.Eventually(t, func() bool { return a.b.WaitingBesides(0) }, 10*time.Second, 10*time.Millisecond,
+		"shard 2's delivery waits for the slot shard 0's holds")
+	assert.False(t, a.b.WaitingBesides(2), "its own shard's tenants are not told")
+	assert.True(t, a.b.WaitingBesides(1))
+
+	require.NoError(t, first.Ack())
+	second := next(t, a.out)
+	require.Equal(t, 2, second.Shard)
+	assert.False(t, a.b.WaitingBesides(0), "handed out, it waits no more")
+	require.NoError(t, second.Ack())
+}
