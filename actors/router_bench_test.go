@@ -16,12 +16,24 @@ import (
 	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
-// benchBroker settles at once and reports every settlement on settled.
-func benchBroker(settled chan struct{}) *testkit.FakeBroker {
-	return &testkit.FakeBroker{Forget: true, SettleFn: func(context.Context, messages.Delivery, ...broker.Message) error {
+// benchBroker settles at once and reports every settlement on settled. Its
+// results are built as the real broker builds them: the fake's own mark a
+// result with a header for the tests to read, two allocations a job the
+// worker does not make.
+type benchBroker struct {
+	*testkit.FakeBroker
+	topo broker.Topology
+}
+
+func newBenchBroker(settled chan struct{}) benchBroker {
+	return benchBroker{&testkit.FakeBroker{Forget: true, SettleFn: func(context.Context, messages.Delivery, ...broker.Message) error {
 		settled <- struct{}{}
 		return nil
-	}}
+	}}, broker.NewTopology("jobs", "results")}
+}
+
+func (b benchBroker) ResultMessage(status string, body []byte) broker.Message {
+	return b.topo.ResultMessage(status, body)
 }
 
 // benchSender is a Meta that accepts every message at once.
@@ -36,9 +48,11 @@ type benchToken string
 func (t benchToken) Token() (string, error) { return string(t), nil }
 func (t benchToken) Refresh() (bool, error) { return false, nil }
 
-// benchRouter starts a router for n tenants whose limits never bind, and
-// returns the root context, the router and the settlement channel.
-func benchRouter(b *testing.B, n int) (*actor.RootContext, *actor.PID, chan struct{}) {
+// benchRouter starts a router for n tenants whose limits never bind, with
+// a prefetch window of prefetch (which sizes the actors' goroutine pool as
+// the worker's is), and returns the root context, the router and the
+// settlement channel.
+func benchRouter(b *testing.B, n, prefetch int) (*actor.RootContext, *actor.PID, chan struct{}) {
 	b.Helper()
 	tenants := make([]config.Tenant, n)
 	tokens := make(map[string]whatsapp.TokenSource, n)
@@ -57,7 +71,7 @@ func benchRouter(b *testing.B, n int) (*actor.RootContext, *actor.PID, chan stru
 	// A dedupe memory smaller than the cycle of internal ids below, so no
 	// job is suppressed as a duplicate.
 	pid, err := system.Root.SpawnNamed(NewRouterProps(Config{Tenants: tenants, Tokens: tokens, Sender: benchSender{},
-		Broker: benchBroker(settled), DedupeSize: 16}), "router")
+		Broker: newBenchBroker(settled), DedupeSize: 16, Prefetch: prefetch}), "router")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -92,7 +106,7 @@ func benchBodies(tenants int) [][]byte {
 //     prefetch of 100 (throughput; ns/op is per job).
 func BenchmarkRouterDispatch(b *testing.B) {
 	b.Run("OneTenantSequential", func(b *testing.B) {
-		root, router, settled := benchRouter(b, 1)
+		root, router, settled := benchRouter(b, 1, 1)
 		bodies := benchBodies(1)
 		b.ReportAllocs()
 		i := 0
@@ -104,7 +118,7 @@ func BenchmarkRouterDispatch(b *testing.B) {
 	})
 	b.Run("Tenants100Window100", func(b *testing.B) {
 		const tenants, window = 100, 100
-		root, router, settled := benchRouter(b, tenants)
+		root, router, settled := benchRouter(b, tenants, window)
 		bodies := benchBodies(tenants)
 		b.ReportAllocs()
 		b.ResetTimer()

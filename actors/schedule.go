@@ -342,10 +342,15 @@ func (s *Schedule) SendEnded(start time.Time, d time.Duration) {
 			break
 		}
 	}
+	s.window.Observe(d)
+}
+
+// compact lets go of the memory of sends in flight once none is (an idle
+// tenant's check; a busy one keeps it for its next sends).
+func (s *Schedule) compact() {
 	if len(s.starts) == 0 {
 		s.starts = nil
 	}
-	s.window.Observe(d)
 }
 
 // Stalled reports whether the oldest send in flight has run past StallAt.

@@ -151,9 +151,6 @@ func (s *TenantState) dropSending(m *messages.Dispatch) bool {
 	for i, f := range s.sending {
 		if f.m == m {
 			s.sending = append(s.sending[:i], s.sending[i+1:]...)
-			if len(s.sending) == 0 {
-				s.sending = nil
-			}
 			return true
 		}
 	}

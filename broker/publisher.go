@@ -34,13 +34,6 @@ type Message struct {
 	Publishing amqp.Publishing
 }
 
-// pending is one publish written and not yet resolved.
-type pending struct {
-	// returned is set, under pubGen.mu, when the broker returned this
-	// publish as unroutable.
-	returned bool
-}
-
 // publisher owns one connection and one channel in confirm mode.
 //
 // Each publish waits for its own confirm, never for another's. amqp091-go
@@ -101,7 +94,7 @@ type publisher struct {
 // pubGen is the state of one channel's life.
 type pubGen struct {
 	mu      sync.Mutex
-	pending map[uint64]*pending
+	pending map[uint64]bool
 	// returns is the channel's NotifyReturn channel (nil in tests that
 	// record returns themselves); taken from under mu only.
 	returns <-chan amqp.Return
@@ -147,7 +140,7 @@ const (
 )
 
 func newPubGen(returns <-chan amqp.Return) *pubGen {
-	return &pubGen{pending: map[uint64]*pending{}, returns: returns, closed: make(chan struct{})}
+	return &pubGen{pending: map[uint64]bool{}, returns: returns, closed: make(chan struct{})}
 }
 
 // dispatch sweeps the returns and follows the connection's blocked state
@@ -246,8 +239,8 @@ func (g *pubGen) recordReturnLocked(r amqp.Return) {
 	if err != nil {
 		return
 	}
-	if p := g.pending[seq]; p != nil {
-		p.returned = true
+	if _, ok := g.pending[seq]; ok {
+		g.pending[seq] = true
 	}
 }
 
@@ -258,9 +251,9 @@ func (g *pubGen) returned(seq uint64) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.takeReturnsLocked()
-	p := g.pending[seq]
+	returned := g.pending[seq]
 	delete(g.pending, seq)
-	return p != nil && p.returned
+	return returned
 }
 
 func (g *pubGen) fail(err error) {
@@ -275,21 +268,43 @@ func (g *pubGen) fail(err error) {
 
 // publish sends m with mandatory set and waits for its confirm until ctx ends.
 func (p *publisher) publish(ctx context.Context, m Message) error {
-	wait, err := p.start(ctx, m)
+	c, err := p.begin(ctx, m)
 	if err != nil {
 		return err
 	}
-	return wait()
+	return c.wait()
 }
 
 // start sends m with mandatory set and returns how to wait for its confirm
 // (until ctx ends). Messages started one after the other reach the broker
 // in that order, whenever their confirms come.
 func (p *publisher) start(ctx context.Context, m Message) (func() error, error) {
+	c, err := p.begin(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return c.wait, nil
+}
+
+// confirm is one publish written, whose confirm is still to come.
+type confirm struct {
+	ctx context.Context
+	m   Message
+	ch  *amqp.Channel
+	gen *pubGen
+	dc  *amqp.DeferredConfirmation
+	seq uint64
+}
+
+func (c confirm) wait() error { return waitConfirm(c.ctx, c.m, c.ch, c.gen, c.dc, c.seq) }
+
+// begin is start, returning the confirm to wait for as a value (publish
+// needs no function made for it).
+func (p *publisher) begin(ctx context.Context, m Message) (confirm, error) {
 	select {
 	case p.turn <- struct{}{}:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("publish to %q: waiting for the publisher: %w", m.Key, ErrUnconfirmed)
+		return confirm{}, fmt.Errorf("publish to %q: waiting for the publisher: %w", m.Key, ErrUnconfirmed)
 	}
 	release := func() { <-p.turn }
 	if p.ch == nil || p.ch.IsClosed() || p.gen.isClosed() {
@@ -299,13 +314,13 @@ func (p *publisher) start(ctx context.Context, m Message) (func() error, error) 
 		}
 		if err := p.connect(); err != nil {
 			release()
-			return nil, fmt.Errorf("%w: %v", ErrNotConnected, err)
+			return confirm{}, fmt.Errorf("%w: %v", ErrNotConnected, err)
 		}
 	}
 	ch, gen := p.ch, p.gen
 	if err := gen.waitUnblocked(ctx); err != nil {
 		release()
-		return nil, fmt.Errorf("publish to %q: %w", m.Key, err)
+		return confirm{}, fmt.Errorf("publish to %q: %w", m.Key, err)
 	}
 	seq := ch.GetNextPublishSeqNo()
 	id := strconv.FormatUint(seq, 10)
@@ -320,23 +335,23 @@ func (p *publisher) start(ctx context.Context, m Message) (func() error, error) 
 	if gen.err != nil {
 		gen.mu.Unlock()
 		release()
-		return nil, gen.err
+		return confirm{}, gen.err
 	}
-	gen.pending[seq] = &pending{}
+	gen.pending[seq] = false
 	gen.mu.Unlock()
 	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, m.Exchange, m.Key, true, false, msg)
 	release()
 	if err != nil {
 		gen.drop(seq)
-		return nil, fmt.Errorf("publish to %q: %w", m.Key, err)
+		return confirm{}, fmt.Errorf("publish to %q: %w", m.Key, err)
 	}
 	if dc == nil || dc.DeliveryTag != seq {
 		// Cannot happen while only this publisher, under the turn, publishes
 		// on ch; a return could not be matched to it.
 		gen.drop(seq)
-		return nil, fmt.Errorf("publish to %q: %w: confirm tracking lost its delivery tag", m.Key, ErrUnconfirmed)
+		return confirm{}, fmt.Errorf("publish to %q: %w: confirm tracking lost its delivery tag", m.Key, ErrUnconfirmed)
 	}
-	return func() error { return waitConfirm(ctx, m, ch, gen, dc, seq) }, nil
+	return confirm{ctx: ctx, m: m, ch: ch, gen: gen, dc: dc, seq: seq}, nil
 }
 
 // waitConfirm waits for one started publish's confirm.

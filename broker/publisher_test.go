@@ -35,7 +35,7 @@ func TestReturnIsSeenByThePublishItBelongsTo(t *testing.T) {
 	got := make([]bool, n+1)
 	var wg sync.WaitGroup
 	for seq := uint64(1); seq <= n; seq++ {
-		g.pending[seq] = &pending{}
+		g.pending[seq] = false
 		confirmed[seq] = make(chan struct{})
 		wg.Add(1)
 		go func() {
@@ -70,7 +70,7 @@ func TestReturnIsSeenByThePublishItBelongsTo(t *testing.T) {
 	// Once the channel closes the dispatcher ends; a publish asking then
 	// still gets what was recorded.
 	g.mu.Lock()
-	g.pending[n+1] = &pending{returned: true}
+	g.pending[n+1] = true
 	g.mu.Unlock()
 	close(chClosed)
 	<-dispatched

@@ -38,6 +38,23 @@ func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
 		}
 		assert.NotEqual(t, fingerprint(hop("7")), fingerprint(hop("8")))
 	})
+	t.Run("WithoutHeadersTheBodyAndPropertiesCount", func(t *testing.T) {
+		plain := amqp.Delivery{Body: []byte(`{"job":2}`), MessageId: "m2", Timestamp: time.Unix(1700000000, 0)}
+		same := plain
+		same.Headers, same.Redelivered = amqp.Table{}, true
+		assert.Equal(t, fingerprint(plain), fingerprint(same), "no table and an empty one are the same")
+		for _, other := range []func(d *amqp.Delivery){
+			func(d *amqp.Delivery) { d.Body = []byte(`{"job":3}`) },
+			func(d *amqp.Delivery) { d.MessageId = "m3" },
+			func(d *amqp.Delivery) { d.CorrelationId = "c" },
+			func(d *amqp.Delivery) { d.Timestamp = d.Timestamp.Add(time.Second) },
+			func(d *amqp.Delivery) { d.Headers = amqp.Table{"k": "v"} },
+		} {
+			d := plain
+			other(&d)
+			assert.NotEqual(t, fingerprint(plain), fingerprint(d), "%+v", d)
+		}
+	})
 	t.Run("OldestEntriesAreForgottenBeyondTheBound", func(t *testing.T) {
 		r := newSettledSet()
 		for i := range settledMax + 10 {

@@ -3,6 +3,8 @@ package messages
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +80,36 @@ func TestResultMarshal(t *testing.T) {
 		At: FormatTime(time.Date(2026, 11, 27, 10, 30, 0, 123e6, time.UTC)), Metadata: json.RawMessage(`{"tenantId":"acme"}`)}
 	assert.JSONEq(t, `{"tenantId":"acme","internalId":"a","status":"sent","wamid":"wamid.1","attempts":1,"durationMs":0,
 		"at":"2026-11-27T10:30:00.123Z","metadata":{"tenantId":"acme"}}`, string(r.Marshal()))
+}
+
+// Marshal writes what encoding/json writes, for results its own encoder
+// takes and for those it hands to encoding/json: random results whose
+// strings and metadata mix plain text with every character encoding/json
+// escapes, strips or rejects.
+func TestResultMarshalIsEncodingJSONs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pieces := []string{"", "a", "acme", "wamid.HBgL", "job-17", " ", "\"", "\\", "<", ">", "&", "\n", "\t", "\x01",
+		"é", "\u2028", "\xff", "日本", "{", "}", "0"}
+	str := func() string {
+		var s strings.Builder
+		for range rng.IntN(5) {
+			s.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return s.String()
+	}
+	metas := []string{"", `{"tenantId":"acme"}`, `{"a":1,"b":[true,null]}`, `{ "a": 1 }`, `{"a":"<b>"}`,
+		`{"a":"\u00e9"}`, `{"a":"x\"y"}`, `{"a":"é"}`, `[1,2`, `null`, `"s"`, "{\"a\":\n1}", `{"a":"&"}`}
+	for i := range 20000 {
+		r := Result{TenantID: str(), InternalID: str(), Status: str(), WAMID: str(), Attempts: rng.IntN(7) - 1,
+			DurationMs: rng.Int64N(100000) - 10, At: str(), ErrorCode: rng.IntN(3) * 131056, ErrorMessage: str(),
+			FBTraceID: str(), Reason: str()}
+		if m := metas[rng.IntN(len(metas))]; m != "" {
+			r.Metadata = json.RawMessage(m)
+		}
+		if i%4 == 0 { // plain results, the common case, more often
+			r = Result{TenantID: "acme", InternalID: fmt.Sprintf("job-%d", i), Status: StatusSent, WAMID: "wamid.X",
+				Attempts: 1, DurationMs: int64(i), At: "2026-11-27T10:30:00.123Z", Metadata: r.Metadata}
+		}
+		require.Equal(t, string(r.marshalJSON()), string(r.Marshal()), "%#v", r)
+	}
 }

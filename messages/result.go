@@ -1,6 +1,9 @@
 package messages
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strconv"
+)
 
 // Result statuses; each is also the routing key of its result event.
 const (
@@ -25,8 +28,21 @@ type Result struct {
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
 }
 
-// Marshal encodes the result; a Result always encodes.
+// Marshal encodes the result; a Result always encodes. A result whose
+// strings need no escaping and whose metadata is compact ASCII, as nearly
+// every result is, is written here, byte for byte as encoding/json writes
+// it, without its reflection; any other goes through encoding/json.
 func (r Result) Marshal() []byte {
+	size := 160 + len(r.TenantID) + len(r.InternalID) + len(r.WAMID) + len(r.ErrorMessage) + len(r.FBTraceID) +
+		len(r.Reason) + len(r.Metadata)
+	if b, ok := r.appendPlain(make([]byte, 0, size)); ok {
+		return b
+	}
+	return r.marshalJSON()
+}
+
+// marshalJSON is Marshal by encoding/json.
+func (r Result) marshalJSON() []byte {
 	b, err := json.Marshal(r)
 	if err != nil {
 		// Only Metadata can fail, and it was validated JSON when decoded.
@@ -34,4 +50,77 @@ func (r Result) Marshal() []byte {
 		b, _ = json.Marshal(r)
 	}
 	return b
+}
+
+// appendPlain appends r as encoding/json would, and reports false (with b
+// to be dropped) when a string or the metadata holds a byte encoding/json
+// would escape or strip.
+func (r Result) appendPlain(b []byte) ([]byte, bool) {
+	ok := true
+	str := func(key, v string) {
+		b = append(b, key...)
+		b = append(b, '"')
+		b = append(b, v...)
+		b = append(b, '"')
+		ok = ok && writtenAsIs(v)
+	}
+	str(`{"tenantId":`, r.TenantID)
+	str(`,"internalId":`, r.InternalID)
+	str(`,"status":`, r.Status)
+	if r.WAMID != "" {
+		str(`,"wamid":`, r.WAMID)
+	}
+	b = append(b, `,"attempts":`...)
+	b = strconv.AppendInt(b, int64(r.Attempts), 10)
+	b = append(b, `,"durationMs":`...)
+	b = strconv.AppendInt(b, r.DurationMs, 10)
+	str(`,"at":`, r.At)
+	if r.ErrorCode != 0 {
+		b = append(b, `,"errorCode":`...)
+		b = strconv.AppendInt(b, int64(r.ErrorCode), 10)
+	}
+	if r.ErrorMessage != "" {
+		str(`,"errorMessage":`, r.ErrorMessage)
+	}
+	if r.FBTraceID != "" {
+		str(`,"fbtraceId":`, r.FBTraceID)
+	}
+	if r.Reason != "" {
+		str(`,"reason":`, r.Reason)
+	}
+	if len(r.Metadata) > 0 {
+		if !plainJSON(r.Metadata) {
+			return b, false
+		}
+		b = append(b, `,"metadata":`...)
+		b = append(b, r.Metadata...)
+	}
+	return append(b, '}'), ok
+}
+
+// writtenAsIs reports whether encoding/json writes s as it is: printable
+// ASCII without a quote, a backslash or an HTML character (<, >, &).
+func writtenAsIs(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !plainByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// plainJSON reports whether encoding/json writes the raw value v as it is:
+// valid JSON of printable ASCII without a space or an HTML character (it
+// compacts whitespace away and escapes <, > and &).
+func plainJSON(v []byte) bool {
+	for _, c := range v {
+		if c == ' ' || (!plainByte(c) && c != '"' && c != '\\') {
+			return false
+		}
+	}
+	return json.Valid(v)
+}
+
+func plainByte(c byte) bool {
+	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
 }

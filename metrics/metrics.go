@@ -78,6 +78,28 @@ type Metrics struct {
 	buildInfo       *prometheus.GaugeVec
 
 	state *tenantCollector
+	// unknown is UnknownTenant's series.
+	unknown *tenantSeries
+}
+
+// tenantSeries are a tenant's series that every job touches, looked up
+// once rather than by their label values on each job (which hashes them
+// and takes the vector's lock).
+type tenantSeries struct {
+	sent prometheus.Counter
+	send prometheus.Observer
+}
+
+func (m *Metrics) seriesOf(id string) *tenantSeries {
+	return &tenantSeries{sent: m.jobs.WithLabelValues(id, messages.StatusSent), send: m.sendDuration.WithLabelValues(id)}
+}
+
+// series is the tenant's series, UnknownTenant's if it is not configured.
+func (m *Metrics) series(id string) *tenantSeries {
+	if s := (*m.tenants.p.Load())[id]; s != nil {
+		return s
+	}
+	return m.unknown
 }
 
 var _ actors.Observer = (*Metrics)(nil)
@@ -87,7 +109,7 @@ var _ actors.Observer = (*Metrics)(nil)
 func New(tenants []string) *Metrics {
 	m := &Metrics{
 		reg:     prometheus.NewRegistry(),
-		tenants: newTenantSet(tenants),
+		tenants: &tenantSet{},
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "jobs_total",
 			Help: "Jobs that reached a terminal outcome (sent, failed, dead_lettered), by tenant.",
@@ -169,6 +191,8 @@ func New(tenants []string) *Metrics {
 	for _, id := range append(append([]string(nil), tenants...), UnknownTenant) {
 		m.addTenant(id)
 	}
+	m.unknown = m.seriesOf(UnknownTenant)
+	m.tenants.set(tenants, m.seriesOf)
 
 	m.reg.MustRegister(
 		m.jobs, m.deferrals, m.sendDuration, m.restarts,
@@ -239,11 +263,11 @@ func (m *Metrics) ConfigLoaded(ok bool, at time.Time, hash string) {
 // their series, removed ones lose theirs (what they counted is gone with
 // them, as after a restart).
 func (m *Metrics) SetTenantIDs(ids []string) {
-	old := m.tenants.set(ids)
+	old := m.tenants.set(ids, func(id string) *tenantSeries {
+		m.addTenant(id) // before its series are looked up: they exist from then on
+		return m.seriesOf(id)
+	})
 	for _, id := range ids {
-		if _, ok := old[id]; !ok {
-			m.addTenant(id)
-		}
 		delete(old, id)
 	}
 	for id := range old {
@@ -254,16 +278,10 @@ func (m *Metrics) SetTenantIDs(ids []string) {
 	}
 }
 
-// tenantSet is the configured tenant ids, replaced whole on a reload and
-// read by every Observer call.
+// tenantSet is the configured tenant ids with their series, replaced whole
+// on a reload and read by every Observer call.
 type tenantSet struct {
-	p atomic.Pointer[map[string]struct{}]
-}
-
-func newTenantSet(ids []string) *tenantSet {
-	s := &tenantSet{}
-	s.set(ids)
-	return s
+	p atomic.Pointer[map[string]*tenantSeries]
 }
 
 func (s *tenantSet) has(id string) bool {
@@ -271,24 +289,35 @@ func (s *tenantSet) has(id string) bool {
 	return ok
 }
 
-// set replaces the ids and returns a copy of the previous ones.
-func (s *tenantSet) set(ids []string) map[string]struct{} {
-	m := make(map[string]struct{}, len(ids))
-	for _, id := range ids {
-		m[id] = struct{}{}
+// set replaces the ids, keeping the series of those already there and
+// making the others' with add, and returns the previous ids.
+func (s *tenantSet) set(ids []string, add func(id string) *tenantSeries) map[string]struct{} {
+	var old map[string]*tenantSeries
+	if p := s.p.Load(); p != nil {
+		old = *p
 	}
-	old := s.p.Swap(&m)
-	prev := map[string]struct{}{}
-	if old != nil {
-		for id := range *old {
-			prev[id] = struct{}{}
+	m := make(map[string]*tenantSeries, len(ids))
+	for _, id := range ids {
+		if ts := old[id]; ts != nil {
+			m[id] = ts
+		} else {
+			m[id] = add(id)
 		}
+	}
+	s.p.Store(&m)
+	prev := make(map[string]struct{}, len(old))
+	for id := range old {
+		prev[id] = struct{}{}
 	}
 	return prev
 }
 
 // JobOutcome counts a job's terminal outcome.
 func (m *Metrics) JobOutcome(tenantID, outcome string) {
+	if outcome == messages.StatusSent {
+		m.series(tenantID).sent.Inc()
+		return
+	}
 	m.jobs.WithLabelValues(m.tenant(tenantID), outcome).Inc()
 }
 
@@ -299,7 +328,7 @@ func (m *Metrics) Deferred(tenantID, reason string) {
 
 // SendLatency observes the duration of one send to Meta.
 func (m *Metrics) SendLatency(tenantID string, d time.Duration) {
-	m.sendDuration.WithLabelValues(m.tenant(tenantID)).Observe(d.Seconds())
+	m.series(tenantID).send.Observe(d.Seconds())
 }
 
 // TenantRestarted counts a restart of a tenant's actor.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -144,11 +145,27 @@ func (c *Client) Send(ctx context.Context, req Request) (Response, error) {
 	}
 	defer drainAndClose(resp.Body)
 
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes))
-	if err != nil {
+	buf := answerBuffers.Get().(*bytes.Buffer)
+	defer putAnswerBuffer(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBodyBytes)); err != nil {
 		return Response{}, c.transportError(ctx, sendCtx, err)
 	}
-	return parseAnswer(resp.StatusCode, body, req.Token)
+	// parseAnswer keeps nothing of the bytes it reads (its strings are
+	// copies), so the buffer serves the next answer.
+	return parseAnswer(resp.StatusCode, buf.Bytes(), req.Token)
+}
+
+// answerBuffers hold Meta's answers while they are read and classified: an
+// answer is a few hundred bytes, and reading each into a new slice cost two
+// allocations a send.
+var answerBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putAnswerBuffer gives buf back, unless a rare large answer grew it.
+func putAnswerBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		answerBuffers.Put(buf)
+	}
 }
 
 // transportError names why no answer came: the client's timeout, the
