@@ -19,6 +19,7 @@ import (
 	"github.com/wadispatch/wadispatch/broker"
 	"github.com/wadispatch/wadispatch/messages"
 	"github.com/wadispatch/wadispatch/testkit/localrun"
+	"github.com/wadispatch/wadispatch/whatsapp"
 )
 
 // throughputCase is one cell of the throughput grid.
@@ -110,7 +111,8 @@ func (e *benchEnv) throughput(ctx context.Context) ([]benchRow, error) {
 		}
 		e.throughputCPU[c] = w
 		r, deferred := benchMedian(samples[i].ratio), benchMedian(samples[i].deferrals)
-		value := fmt.Sprintf("worker %.0f/s, baseline %.0f/s, ratio %.2f; CPU/job %s vs %s", w.rate, b.rate, r, w.cpu(), b.cpu())
+		value := fmt.Sprintf("worker %.0f/s, baseline %.0f/s, ratio %.2f; CPU/job %s vs %s; first %d results in %s vs %s",
+			w.rate, b.rate, r, w.cpu(), b.cpu(), throughputWarmup(w.jobs), benchDur(w.startup), benchDur(b.startup))
 		if deferred > 0 {
 			value += fmt.Sprintf("; %.0f deferrals", deferred)
 		}
@@ -128,25 +130,31 @@ func (e *benchEnv) throughput(ctx context.Context) ([]benchRow, error) {
 			Numbers: map[string]float64{"workerJobsPerSec": w.rate, "baselineJobsPerSec": b.rate, "ratio": r,
 				"workerDeferrals": deferred, "workerJobsDone": float64(w.done), "jobs": float64(w.jobs),
 				"workerSelfCPUMicrosPerJob": w.selfPerJob, "workerBrokerCPUMicrosPerJob": w.brokerPerJob,
-				"baselineSelfCPUMicrosPerJob": b.selfPerJob, "baselineBrokerCPUMicrosPerJob": b.brokerPerJob},
+				"baselineSelfCPUMicrosPerJob": b.selfPerJob, "baselineBrokerCPUMicrosPerJob": b.brokerPerJob,
+				"workerStartupSeconds": w.startup.Seconds(), "baselineStartupSeconds": b.startup.Seconds()},
 		})
 	}
 	return rows, nil
 }
 
-// drainResult is one drain: jobs/s, whether every job was done within the
-// cap, and CPU per job (µs) of this process (the worker or the baseline,
+// drainResult is one drain: jobs/s after the first twentieth of the
+// results, whether every job was done within the cap, how long that first
+// twentieth took, and CPU per job (µs) after it of this process (the worker or the baseline,
 // plus the fake Meta and the polling, which are the same for both) and of
 // the broker.
 type drainResult struct {
 	rate                     float64
 	jobs, done               int
 	drained                  bool
+	startup                  time.Duration // until the first twentieth of the results
 	selfPerJob, brokerPerJob float64
 }
 
 func (d drainResult) String() string {
 	s := fmt.Sprintf("%.0f/s, CPU/job %s", d.rate, d.cpu())
+	if d.startup > 0 {
+		s += ", start " + benchDur(d.startup)
+	}
 	if !d.drained {
 		s += fmt.Sprintf(", only %d of %d done", d.done, d.jobs)
 	}
@@ -167,13 +175,15 @@ func medianDrain(ds []drainResult) drainResult {
 		return drainResult{}
 	}
 	out := drainResult{jobs: ds[0].jobs, done: ds[0].done, drained: true}
-	var rate, self, brk []float64
+	var rate, self, brk, startup []float64
 	for _, d := range ds {
 		rate, self, brk = append(rate, d.rate), append(self, d.selfPerJob), append(brk, d.brokerPerJob)
+		startup = append(startup, float64(d.startup))
 		out.drained = out.drained && d.drained
 		out.done = min(out.done, d.done)
 	}
 	out.rate, out.selfPerJob, out.brokerPerJob = benchMedian(rate), benchMedian(self), benchMedian(brk)
+	out.startup = time.Duration(benchMedian(startup))
 	return out
 }
 
@@ -212,7 +222,7 @@ func (e *benchEnv) drain(ctx context.Context, side string, topo broker.Topology,
 	if err != nil {
 		return drainResult{}, err
 	}
-	t0, self0, broker0 := time.Now(), selfCPU(), brokerCPU(e.brokerPID)
+	t0 := time.Now()
 	// The label marks the side's goroutines (they inherit it) in a
 	// --cpuprofile.
 	var startErr error
@@ -220,20 +230,40 @@ func (e *benchEnv) drain(ctx context.Context, side string, topo broker.Topology,
 	if startErr != nil {
 		return drainResult{}, startErr
 	}
-	done, err := benchWaitDepth(ctx, pub.ch, topo.ResultsQueue(), load.jobs, t0.Add(load.cap), 5*time.Millisecond)
-	t1, self1, broker1 := time.Now(), selfCPU(), brokerCPU(e.brokerPID)
-	if err != nil || done == 0 {
+	// The clock and the CPU counters start once the first twentieth of
+	// the results is in: a side's start-up (dialling, and for the worker
+	// acquiring its shards and starting its tenants) is a cost of the
+	// process's life, not of each job, and is reported on its own.
+	deadline := t0.Add(load.cap)
+	first, err := benchWaitDepth(ctx, pub.ch, topo.ResultsQueue(), throughputWarmup(load.jobs), deadline, 5*time.Millisecond)
+	tk, selfK, brokerK := time.Now(), selfCPU(), brokerCPU(e.brokerPID)
+	if err != nil || first == 0 {
 		return drainResult{jobs: load.jobs}, err
 	}
+	done, err := benchWaitDepth(ctx, pub.ch, topo.ResultsQueue(), load.jobs, deadline, 5*time.Millisecond)
+	t1, self1, broker1 := time.Now(), selfCPU(), brokerCPU(e.brokerPID)
+	if err != nil {
+		return drainResult{jobs: load.jobs}, err
+	}
+	measured := done - first
+	if measured <= 0 || !t1.After(tk) {
+		// Not even the first twentieth came in before the cap.
+		return drainResult{rate: float64(done) / t1.Sub(t0).Seconds(), jobs: load.jobs, done: done, startup: tk.Sub(t0)}, nil
+	}
 	return drainResult{
-		rate:         float64(done) / t1.Sub(t0).Seconds(),
+		rate:         float64(measured) / t1.Sub(tk).Seconds(),
 		jobs:         load.jobs,
 		done:         done,
 		drained:      done >= load.jobs,
-		selfPerJob:   float64((self1 - self0).Microseconds()) / float64(done),
-		brokerPerJob: float64((broker1 - broker0).Microseconds()) / float64(done),
+		startup:      tk.Sub(t0),
+		selfPerJob:   float64((self1 - selfK).Microseconds()) / float64(measured),
+		brokerPerJob: float64((broker1 - brokerK).Microseconds()) / float64(measured),
 	}, nil
 }
+
+// throughputWarmup is how many results of a drain of n jobs are in when
+// its clock starts: a twentieth, at least one.
+func throughputWarmup(n int) int { return max(1, n/20) }
 
 // workerThroughput returns the worker's drain and how many deferrals its
 // tenants made meanwhile.
@@ -347,8 +377,12 @@ func (b *benchBaseline) start() error {
 	if err != nil {
 		return err
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256,
-		IdleConnTimeout: 90 * time.Second}}
+	// A time limit on each call, as the worker's META_TIMEOUT (and as any
+	// consumer needs: without one a call Meta never answers holds its
+	// goroutine for ever). It is part of the work: net/http then watches
+	// each request's context, a few microseconds a call.
+	client := &http.Client{Timeout: whatsapp.DefaultTimeout, Transport: &http.Transport{MaxIdleConns: 1024,
+		MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second}}
 	for range b.workers {
 		b.wg.Add(1)
 		go func() {
