@@ -126,8 +126,8 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 		a.complete(m, messages.Result{Status: messages.StatusSent, WAMID: wamid, Attempts: m.State.Attempts})
 		return
 	}
-	l, n, place := st.placeIn(m.Job.To, m.State.Place)
-	m.State.Place = place
+	l, n := st.placeIn(m.Job.To, m.State.Place)
+	m.Place, m.Placed = n, true
 	if !l.mayGo(n, now) {
 		// Its recipient's earlier job is pending: it waits behind it.
 		a.deferJob(m, now, st.followerBack(l, n, now), m.State.Reservation == st.epoch, ReasonInOrder)
@@ -201,7 +201,11 @@ func (a *tenantActor) pump(ctx actor.Context) {
 		}
 		m := st.waiting[0].m
 		st.waiting[0] = waitingJob{}
-		st.waiting = st.waiting[1:]
+		if len(st.waiting) == 1 {
+			st.waiting = st.waiting[:0] // its capacity serves the next job
+		} else {
+			st.waiting = st.waiting[1:]
+		}
 		if st.sendsStopped() {
 			a.deferJob(m, now, now.Add(PauseRecheck), true, ReasonPaused)
 			continue
@@ -462,6 +466,7 @@ func (a *tenantActor) deferJob(m *messages.Dispatch, now, notBefore time.Time, r
 	state := m.State
 	state.NotBefore = notBefore
 	state.Reservation = ""
+	state.Place = st.placeOf(m)
 	if reserved {
 		state.Reservation = st.epoch
 	}
@@ -677,7 +682,7 @@ func (a *tenantActor) handBack() {
 func (a *tenantActor) requeue(m *messages.Dispatch) {
 	headers := map[string]any{}
 	state := m.State
-	state.NotBefore, state.Reservation = time.Time{}, ""
+	state.NotBefore, state.Reservation, state.Place = time.Time{}, "", a.st.placeOf(m)
 	state.WriteTo(headers)
 	a.settle(m, a.deps.Broker.RequeueMessage(m.Delivery, headers))
 }

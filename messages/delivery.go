@@ -30,6 +30,11 @@ type Dispatch struct {
 	Job      Job
 	Delivery Delivery
 	State    JobState
+	// Place is the job's place in its recipient's line while a tenant
+	// holds it (Placed). State.Place, which a deferred job carries in its
+	// headers, is written from it only when the job leaves with its state.
+	Place  uint64
+	Placed bool
 }
 
 // SendDone is the outcome of one send, reported by the goroutine that made
