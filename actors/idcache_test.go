@@ -27,6 +27,7 @@ func TestIDCache(t *testing.T) {
 			_, ok = c.get(fmt.Sprintf("id-%d", size-1))
 			assert.True(t, ok)
 
+			c.repack()           // as at an idle check: what it holds and its order stay
 			c.add("new-1", "w1") // full: the oldest (id-0) makes room
 			c.add("new-2", "w2") // then id-1
 			_, ok = c.get("id-0")

@@ -195,6 +195,7 @@ func (s *TenantState) compact(now time.Time) {
 		s.waiting = nil
 	}
 	s.sched.compact()
+	s.recent.repack()
 }
 
 // comingBack records that m left the tenant's hand and will be back at t

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"strings"
 	"time"
 
 	"github.com/wadispatch/wadispatch/config"
@@ -231,6 +232,21 @@ func (c *idCache) get(id string) (string, bool) {
 		return c.entries[i].wamid, true
 	}
 	return "", false
+}
+
+// repack copies a small memory's entries and strings into new memory of
+// their own: made while the tenant's jobs ran, they sit among the actors'
+// short-lived objects, and the heap spans they keep stay mostly empty
+// once those are gone.
+func (c *idCache) repack() {
+	if len(c.entries) == 0 || c.index != nil {
+		return
+	}
+	entries := make([]idEntry, len(c.entries), cap(c.entries))
+	for i, e := range c.entries {
+		entries[i] = idEntry{strings.Clone(e.id), strings.Clone(e.wamid)}
+	}
+	c.entries = entries
 }
 
 func (c *idCache) add(id, wamid string) {
