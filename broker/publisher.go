@@ -296,8 +296,6 @@ type confirm struct {
 	seq uint64
 }
 
-func (c confirm) wait() error { return waitConfirm(c.ctx, c.m, c.ch, c.gen, c.dc, c.seq) }
-
 // begin is start, returning the confirm to wait for as a value (publish
 // needs no function made for it).
 func (p *publisher) begin(ctx context.Context, m Message) (confirm, error) {
@@ -354,8 +352,9 @@ func (p *publisher) begin(ctx context.Context, m Message) (confirm, error) {
 	return confirm{ctx: ctx, m: m, ch: ch, gen: gen, dc: dc, seq: seq}, nil
 }
 
-// waitConfirm waits for one started publish's confirm.
-func waitConfirm(ctx context.Context, m Message, ch *amqp.Channel, gen *pubGen, dc *amqp.DeferredConfirmation, seq uint64) error {
+// wait waits for the publish's confirm until its context ends.
+func (c confirm) wait() error {
+	ctx, m, ch, gen, dc, seq := c.ctx, c.m, c.ch, c.gen, c.dc, c.seq
 	select {
 	case <-dc.Done():
 	case <-ctx.Done():
