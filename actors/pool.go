@@ -1,6 +1,9 @@
 package actors
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // pool runs the actors' blocking work — Meta calls and settlements — on
 // long-lived goroutines. A fresh goroutine per task starts with a small
@@ -14,6 +17,8 @@ type pool struct {
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup // every goroutine: pooled and overflow
+	// overflow counts the goroutines started because none was idle.
+	overflow atomic.Int64
 }
 
 // newPool starts size goroutines that live until Close.
@@ -44,6 +49,7 @@ func (p *pool) Go(task func()) {
 	select {
 	case p.tasks <- task:
 	default:
+		p.overflow.Add(1)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
