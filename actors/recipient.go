@@ -98,11 +98,21 @@ func (l *line) aheadDue(n uint64) time.Time {
 // none is known), and a deferred one only starts when it is due back, so
 // the job comes back that long after the latest of them is due, not at
 // that moment, when it would find it sending and go round once more.
+//
+// When what it waits for is late already (its deferral failed to settle,
+// or the broker holds it on its way back), the job comes back as late
+// again, not a send later: a head that is lost costs its follower a few
+// trips through the delay tiers until the line skips it, not one a send
+// (200 over LostPlaceGrace at MinBusySpacing).
 func (s *TenantState) followerBack(l *line, n uint64, now time.Time) time.Time {
 	send := max(s.sched.HighLatency(), MinBusySpacing)
 	back := now.Add(time.Duration(l.behind(n)) * send)
 	if due := l.aheadDue(n); !due.IsZero() {
 		back = laterTime(back, due.Add(send))
+		if late := now.Sub(due); late > send {
+			// No later than a send after mayGo skips it.
+			back = laterTime(back, now.Add(min(late, due.Add(LostPlaceGrace+send).Sub(now))))
+		}
 	}
 	return back
 }

@@ -419,7 +419,8 @@ func TestWindowSizing(t *testing.T) {
 // A head of line that never comes back (its deferral failed to settle and
 // its delivery came back without its place) does not stall its
 // recipient's line for ever: the next job goes LostPlaceGrace after the
-// head was due.
+// head was due, and meanwhile does not go round the delay tiers a send at
+// a time.
 func TestALostHeadOfLineIsSkippedAfterTheGrace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startHarness(t, Config{Tenants: []config.Tenant{tenant("a")}})
@@ -447,6 +448,10 @@ func TestALostHeadOfLineIsSkippedAfterTheGrace(t *testing.T) {
 		require.Len(t, x2, 1, "x2 is not stuck behind the lost head")
 		assert.GreaterOrEqual(t, x2[0], BaseBackoff+LostPlaceGrace, "but waited for it first")
 		assert.Equal(t, messages.StatusSent, h.result("x2").Status)
+		assert.LessOrEqual(t, x2[0], BaseBackoff+LostPlaceGrace+2*MinBusySpacing, "and went soon after the grace")
+		// It comes back as late again as the head is, not a send later:
+		// a few trips, where one every MinBusySpacing made 201.
+		assert.LessOrEqual(t, len(h.deferReasons("x2")), 12, "trips through the delay tiers while it waited")
 	})
 }
 
