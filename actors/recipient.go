@@ -110,8 +110,8 @@ func (s *TenantState) followerBack(l *line, n uint64, now time.Time) time.Time {
 	if due := l.aheadDue(n); !due.IsZero() {
 		back = laterTime(back, due.Add(send))
 		if late := now.Sub(due); late > send {
-			// No later than a send after mayGo skips it.
-			back = laterTime(back, now.Add(min(late, due.Add(LostPlaceGrace+send).Sub(now))))
+			untilSkipped := due.Add(LostPlaceGrace + send).Sub(now) // a send after mayGo skips it
+			back = laterTime(back, now.Add(min(late, untilSkipped)))
 		}
 	}
 	return back

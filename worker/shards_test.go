@@ -1099,10 +1099,11 @@ func explainMissing(t *testing.T, node *testkit.RabbitNode, f *fleet, c *resultC
 		}
 	}
 	t.Logf("queues:\n%s", node.Ctl("list_queues", "name", "type", "messages", "messages_ready", "messages_unacknowledged", "consumers"))
+	client := http.Client{Timeout: 5 * time.Second} // a stuck worker must not hold the report up
 	for _, p := range living(f.all) {
 		for _, path := range []string{"/v1/shards", "/v1/tenants"} {
 			body := "unreadable"
-			if r, err := http.Get("http://" + p.admin + path); err == nil {
+			if r, err := client.Get("http://" + p.admin + path); err == nil {
 				b, _ := io.ReadAll(r.Body)
 				r.Body.Close()
 				body = string(b)
