@@ -67,6 +67,7 @@ func TestBrokerRestartMidStreamLosesNoJobAndSendsNoneTwice(t *testing.T) {
 
 	c := newResultCollector(t, node.URL(), h.topo.ResultsQueue())
 	require.True(t, c.waitAll(ids, 90*time.Second), "every job has a result")
+	waitCopiesTaken(t, node.URL(), h.topo)
 	h.stop()
 	results, twice := c.collect(), c.twice
 	assertOneResultEach(t, ids, results)
@@ -116,6 +117,7 @@ func TestKilledWorkerLosesNoJobAndRestartFinishesThem(t *testing.T) {
 	second := startProcess(t, h, args)
 	c := newResultCollector(t, testkit.AMQPURL(), h.topo.ResultsQueue())
 	require.True(t, c.waitAll(ids, 60*time.Second), "every job has a result")
+	waitCopiesTaken(t, testkit.AMQPURL(), h.topo)
 	took := second.terminate(t)
 	assert.Less(t, took, 5*time.Second)
 	require.True(t, waitDrained(t, h, 20*time.Second), "delay queues drained")
@@ -455,6 +457,22 @@ func waitCalls(t *testing.T, fake *fakemeta.Server, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	require.NoError(t, fake.WaitCalls(ctx, n), "%d calls at the fake Meta", n)
+}
+
+// waitCopiesTaken waits, with the workers still running, until nothing is
+// ready in the job queues or the delay queues on url. A job handled twice
+// around a fault can have its result while a second copy is still on its
+// way back from a delay queue (behind its own first copy in its
+// recipient's line, it waits as long as that one was late); a worker
+// takes it and suppresses it as a duplicate, but one stopped first would
+// leave it queued.
+func waitCopiesTaken(t *testing.T, url string, topo broker.Topology) {
+	t.Helper()
+	queues := append(topo.JobQueues(), topo.WaitQueues()...)
+	require.Eventually(t, func() bool {
+		n, err := readyIn(url, queues...)
+		return err == nil && n == 0
+	}, 60*time.Second, 100*time.Millisecond, "every copy back from the delay queues and taken")
 }
 
 // waitDrained waits until the job queue has no consumer (a stopped

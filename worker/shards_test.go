@@ -851,6 +851,7 @@ func TestKilledWorkerShardsAreTakenOverAndAJoinerTakesItsShare(t *testing.T) {
 		stopped.name, exitTook.Round(time.Millisecond), f.shards, termTakeover.Round(time.Millisecond))
 	assert.Less(t, termTakeover, takeoverWithin, "takeover after SIGTERM")
 
+	waitCopiesTaken(t, f.url, f.h.topo)
 	for _, p := range rest {
 		p.terminate(t)
 	}
@@ -983,12 +984,7 @@ func TestChaosLosesNoJob(t *testing.T) {
 		t.Logf("every job has a result after all, %s after the last fault", time.Since(faults[len(faults)-1].end).Round(time.Second))
 	}
 	done := time.Since(started)
-	// Copies of a job handled twice (its first copy in hand at a fault)
-	// may still be on their way back from a delay queue.
-	require.Eventually(t, func() bool {
-		n, err := readyIn(node.URL(), append(f.h.topo.JobQueues(), f.h.topo.WaitQueues()...)...)
-		return err == nil && n == 0
-	}, 60*time.Second, 100*time.Millisecond, "queues drained")
+	waitCopiesTaken(t, node.URL(), f.h.topo)
 	for _, p := range live {
 		p.terminate(t)
 	}
