@@ -54,7 +54,9 @@ func ValidTenantID(id string) bool {
 	return true
 }
 
-// Job is a decoded and validated send job.
+// Job is a decoded and validated send job. Its Metadata and Payload may
+// share the memory of the body it was decoded from (a delivery's body,
+// which nothing changes), so they are read-only.
 type Job struct {
 	TenantID   string
 	InternalID string

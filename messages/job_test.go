@@ -111,5 +111,13 @@ func TestResultMarshalIsEncodingJSONs(t *testing.T) {
 				Attempts: 1, DurationMs: int64(i), At: "2026-11-27T10:30:00.123Z", Metadata: r.Metadata}
 		}
 		require.Equal(t, string(r.marshalJSON()), string(r.Marshal()), "%#v", r)
+		// MarshalAt writes an empty At from the time given, and leaves
+		// one that is set alone.
+		at := time.UnixMilli(rng.Int64N(4e12)).In(time.FixedZone("x", 3600))
+		withAt := r
+		if withAt.At == "" {
+			withAt.At = FormatTime(at)
+		}
+		require.Equal(t, string(withAt.marshalJSON()), string(r.MarshalAt(at)), "%#v at %v", r, at)
 	}
 }
