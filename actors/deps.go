@@ -17,7 +17,9 @@ import (
 
 // Broker is what the actors need of the broker: building the messages that
 // replace a delivery and settling it (publish them confirmed, then ack).
-// *broker.Broker implements it; testkit.FakeBroker fakes it.
+// *broker.Broker implements it; testkit.FakeBroker fakes it. Settle must
+// not keep msgs once it returns: the slice is reused for the next
+// settlement.
 type Broker interface {
 	Settle(ctx context.Context, d messages.Delivery, msgs ...broker.Message) error
 	ResultMessage(status string, body []byte) broker.Message
@@ -89,7 +91,10 @@ type Config struct {
 	// bucket (messages.ShardsChanged). Nil: every delivery is dispatched.
 	Shards Sharding
 
-	pool  *pool  // runs sends and settlements; started by NewRouterProps
+	pool *pool // runs sends and settlements; started by NewRouterProps
+	// inbox runs the router's own mailbox (see mailboxes); the router
+	// lets its goroutine go when it stops.
+	inbox *pool
 	lanes *lanes // runs the moves of the intake, in order per shard
 	// held counts the deliveries every tenant holds (waiting or sending),
 	// for Prefetch's sharing rule; each tenant adds what it changes.

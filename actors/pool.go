@@ -13,7 +13,7 @@ import (
 // goroutine of its own, so a task never waits for a free one. Close ends
 // them all.
 type pool struct {
-	tasks chan func()
+	tasks chan task
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup // every goroutine: pooled and overflow
@@ -21,9 +21,18 @@ type pool struct {
 	overflow atomic.Int64
 }
 
+// A task is work for the pool. Passing one that is already a pointer (a
+// recycled sendTask, say) costs no allocation, where a closure would.
+type task interface{ run() }
+
+// taskFunc is a function as a task.
+type taskFunc func()
+
+func (f taskFunc) run() { f() }
+
 // newPool starts size goroutines that live until Close.
 func newPool(size int) *pool {
-	p := &pool{tasks: make(chan func()), done: make(chan struct{})}
+	p := &pool{tasks: make(chan task), done: make(chan struct{})}
 	p.wg.Add(size)
 	for range size {
 		go p.work()
@@ -35,36 +44,41 @@ func (p *pool) work() {
 	defer p.wg.Done()
 	for {
 		select {
-		case task := <-p.tasks:
-			task()
+		case t := <-p.tasks:
+			t.run()
 		case <-p.done:
 			return
 		}
 	}
 }
 
-// Go runs task on an idle pooled goroutine, or on a new one. After Close
+// Go runs f on an idle pooled goroutine, or on a new one (see Run).
+func (p *pool) Go(f func()) { p.Run(taskFunc(f)) }
+
+// Run runs t on an idle pooled goroutine, or on a new one. After Close
 // it still runs (on a new goroutine): a settlement must not be dropped.
-func (p *pool) Go(task func()) {
+func (p *pool) Run(t task) {
 	select {
-	case p.tasks <- task:
+	case p.tasks <- t:
 	default:
 		p.overflow.Add(1)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			task()
+			t.run()
 		}()
 	}
 }
 
-// mailboxes is the pool as the actors' protoactor dispatcher: a mailbox
+// mailboxes is a pool as the actors' protoactor dispatcher: a mailbox
 // with messages runs its burst on a pooled goroutine instead of a new one
 // (protoactor's default), so the burst does not grow a fresh stack again
 // (stack growth under the log line alone was 4% of the worker's CPU in the
-// throughput benchmark). The tenants' mailboxes use it, not the
-// router's: the router closes the pool when it stops, which waits for
-// every pooled goroutine, its own burst's too.
+// throughput benchmark; in the router, decoding a job on a fresh stack
+// was a third of its cost per job). The tenants' mailboxes use the
+// send pool. The router's has a pool of its own (Config.inbox): the
+// router closes the send pool when it stops, which waits for every
+// pooled goroutine, and so cannot wait for the one it runs on.
 type mailboxes struct{ p *pool }
 
 // mailboxThroughput is how many messages a mailbox handles before it
@@ -80,6 +94,12 @@ func (mailboxes) Throughput() int      { return mailboxThroughput }
 func (p *pool) Close() {
 	p.once.Do(func() { close(p.done) })
 	p.wg.Wait()
+}
+
+// Release lets the pooled goroutines end once they are idle, without
+// waiting for them: for a pool whose caller runs on one of them.
+func (p *pool) Release() {
+	p.once.Do(func() { close(p.done) })
 }
 
 // lanes runs tasks in order within a lane, one at a time, and the lanes side

@@ -89,6 +89,7 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps := &cfg
 	deps.withDefaults()
 	deps.pool = newPool(max(16, 2*deps.Prefetch))
+	deps.inbox = newPool(1)
 	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
 	deps.crowded = new(atomic.Pointer[map[int32]bool])
@@ -106,7 +107,8 @@ func NewRouterProps(cfg Config) *actor.Props {
 	st.countShardMates()
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &router{routerState: st, byPID: map[string]*tenantEntry{}}
-	}, actor.WithSupervisor(actor.NewRestartingStrategy()))
+	}, actor.WithSupervisor(actor.NewRestartingStrategy()), actor.WithDispatcher(mailboxes{deps.inbox}),
+		actor.WithMailbox(newMailbox))
 }
 
 func (r *router) Receive(ctx actor.Context) {
@@ -117,7 +119,9 @@ func (r *router) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		// Nothing is sent or settled after the router: wait for what
 		// runs (bounded by Config.Context) and end the pool's goroutines.
+		// The inbox's goroutine is this one: it ends after this burst.
 		r.deps.pool.Close()
+		r.deps.inbox.Release()
 	case *messages.Deliver:
 		r.deliver(ctx, msg)
 	case *messages.ListTenants:

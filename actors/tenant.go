@@ -1,11 +1,13 @@
 package actors
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -30,7 +32,7 @@ func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 	logger := deps.Logger.With(slog.String("tenantId", st.cfg.ID))
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &tenantActor{st: st, deps: deps, log: logger}
-	}, actor.WithDispatcher(mailboxes{deps.pool}))
+	}, actor.WithDispatcher(mailboxes{deps.pool}), actor.WithMailbox(newMailbox))
 }
 
 func (a *tenantActor) Receive(ctx actor.Context) {
@@ -57,11 +59,12 @@ func (a *tenantActor) Receive(ctx actor.Context) {
 		a.st.current = msg
 		a.dispatch(ctx, msg)
 		a.st.current = nil
-	case *messages.SendDone:
+	case *sendTask:
 		a.touch(ctx)
-		a.st.current = msg.Dispatch
-		a.sendDone(ctx, msg)
+		a.st.current = msg.done.Dispatch
+		a.sendDone(ctx, &msg.done)
 		a.st.current = nil
+		msg.recycle() // not when sendDone panics: supervision may read it
 	case *wake:
 		a.st.wakeAt = time.Time{}
 		a.pump(ctx)
@@ -344,51 +347,81 @@ func (a *tenantActor) wakeUpAt(ctx actor.Context, t time.Time) {
 	time.AfterFunc(t.Sub(now), func() { root.Send(self, &wake{}) })
 }
 
-// startSend runs the Meta call on a goroutine of its own and reports back
-// with a SendDone, so the mailbox keeps answering while the call runs.
+// startSend runs the Meta call on the pool and reports back with a
+// sendTask (its SendDone), so the mailbox keeps answering while the call
+// runs.
 func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	st := a.st
 	started := time.Now()
 	st.sending = append(st.sending, inFlight{m, started})
 	st.sched.SendStarted(started)
-	self, root := ctx.Self(), ctx.ActorSystem().Root
 	a.watchForStall(ctx)
-	sender, tokens, phone, base := a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
-	a.deps.pool.Go(func() {
-		done := &messages.SendDone{Dispatch: m, Started: started}
-		defer func() {
-			if r := recover(); r != nil {
-				done.Panic = r
-			}
-			if base.Err() != nil && done.Panic == nil {
-				// The worker is stopping: nothing can settle this job
-				// now (settlements share the context), and its actor may
-				// be gone. Its delivery returns to the queue unacked.
-				return
-			}
-			root.Send(self, done)
-		}()
-		start := time.Now()
-		token, err := tokens.Token()
-		if err != nil {
-			done.Err, done.Duration = err, time.Since(start)
+	t := sendTasks.Get().(*sendTask)
+	t.done = messages.SendDone{Dispatch: m, Started: started}
+	t.sender, t.tokens, t.phone, t.base = a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
+	t.self, t.root = ctx.Self(), ctx.ActorSystem().Root
+	a.deps.pool.Run(t)
+}
+
+// sendTask is one Meta call on the pool, and then the message that
+// reports its outcome (done) to the tenant actor. What the call needs is
+// copied in when it starts: the tenant's state is the actor's alone. The
+// actor hands the task back to sendTasks once it has applied the outcome,
+// so a send allocates nothing of its own.
+type sendTask struct {
+	done   messages.SendDone
+	sender whatsapp.Sender
+	tokens whatsapp.TokenSource
+	phone  string
+	base   context.Context
+	self   *actor.PID
+	root   *actor.RootContext
+}
+
+var sendTasks = sync.Pool{New: func() any { return new(sendTask) }}
+
+// recycle clears t (it must not keep a job, a token source or an error
+// alive) and hands it back for another send.
+func (t *sendTask) recycle() {
+	*t = sendTask{}
+	sendTasks.Put(t)
+}
+
+func (t *sendTask) run() {
+	done := &t.done
+	defer func() {
+		if r := recover(); r != nil {
+			done.Panic = r
+		}
+		if t.base.Err() != nil && done.Panic == nil {
+			// The worker is stopping: nothing can settle this job
+			// now (settlements share the context), and its actor may
+			// be gone. Its delivery returns to the queue unacked.
 			return
 		}
-		done.Calls = 1 // counted even if the call panics
-		resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
-		if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
-			done.AuthErr = err
-			changed, rerr := tokens.Refresh()
-			if rerr == nil && changed {
-				done.TokenChanged = true
-				if token, terr := tokens.Token(); terr == nil {
-					resp, err = sender.Send(base, whatsapp.Request{PhoneNumberID: phone, Token: token, Payload: m.Job.Payload})
-					done.Calls = 2
-				}
+		t.root.Send(t.self, t)
+	}()
+	m, sender, tokens, base := done.Dispatch, t.sender, t.tokens, t.base
+	start := time.Now()
+	token, err := tokens.Token()
+	if err != nil {
+		done.Err, done.Duration = err, time.Since(start)
+		return
+	}
+	done.Calls = 1 // counted even if the call panics
+	resp, err := sender.Send(base, whatsapp.Request{PhoneNumberID: t.phone, Token: token, Payload: m.Job.Payload})
+	if err != nil && whatsapp.Classify(err) == whatsapp.ClassAuth {
+		done.AuthErr = err
+		changed, rerr := tokens.Refresh()
+		if rerr == nil && changed {
+			done.TokenChanged = true
+			if token, terr := tokens.Token(); terr == nil {
+				resp, err = sender.Send(base, whatsapp.Request{PhoneNumberID: t.phone, Token: token, Payload: m.Job.Payload})
+				done.Calls = 2
 			}
 		}
-		done.WAMID, done.Err, done.Duration = resp.WAMID, err, time.Since(start)
-	})
+	}
+	done.WAMID, done.Err, done.Duration = resp.WAMID, err, time.Since(start)
 }
 
 // sendDone applies a send's outcome to the tenant's state and settles the job.
@@ -513,11 +546,10 @@ func (a *tenantActor) complete(m *messages.Dispatch, res messages.Result) {
 
 func (a *tenantActor) resultMessage(m *messages.Dispatch, res messages.Result, now time.Time) broker.Message {
 	res.TenantID, res.InternalID, res.Metadata = m.Job.TenantID, m.Job.InternalID, m.Job.Metadata
-	res.At = messages.FormatTime(now)
 	if !m.State.FirstSeen.IsZero() {
 		res.DurationMs = now.Sub(m.State.FirstSeen).Milliseconds()
 	}
-	return a.deps.Broker.ResultMessage(res.Status, res.Marshal())
+	return a.deps.Broker.ResultMessage(res.Status, res.MarshalAt(now))
 }
 
 // fail reports a permanent error: a failed result, and the job to the DLQ.
@@ -581,14 +613,37 @@ func (a *tenantActor) dlqHeaders(m *messages.Dispatch, reason, detail string, er
 	return h
 }
 
-// settle publishes what replaces a job and acks it, off the actor.
+// settle publishes what replaces a job (one or two messages) and acks
+// it, off the actor.
 func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
-	b, ctx, log := a.deps.Broker, a.deps.Context, a.log
-	a.deps.pool.Go(func() {
-		if err := b.Settle(ctx, m.Delivery, msgs...); err != nil {
-			log.Error("settle_failed", slog.String("internalId", m.Job.InternalID), slog.String("error", err.Error()))
-		}
-	})
+	t := settleTasks.Get().(*settleTask)
+	t.b, t.ctx, t.log, t.m = a.deps.Broker, a.deps.Context, a.log, m
+	t.n = copy(t.msgs[:], msgs)
+	if t.n < len(msgs) {
+		panic(fmt.Sprintf("settle: %d messages, at most %d", len(msgs), len(t.msgs)))
+	}
+	a.deps.pool.Run(t)
+}
+
+// settleTask is one settlement on the pool, recycled once it is done
+// (see sendTask).
+type settleTask struct {
+	b    Broker
+	ctx  context.Context
+	log  *slog.Logger
+	m    *messages.Dispatch
+	msgs [2]broker.Message
+	n    int
+}
+
+var settleTasks = sync.Pool{New: func() any { return new(settleTask) }}
+
+func (t *settleTask) run() {
+	if err := t.b.Settle(t.ctx, t.m.Delivery, t.msgs[:t.n]...); err != nil {
+		t.log.Error("settle_failed", slog.String("internalId", t.m.Job.InternalID), slog.String("error", err.Error()))
+	}
+	*t = settleTask{}
+	settleTasks.Put(t)
 }
 
 // reportHeld adds what the tenant's held deliveries changed by to the

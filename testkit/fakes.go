@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -156,7 +157,8 @@ func (b *FakeBroker) Settle(ctx context.Context, d messages.Delivery, msgs ...br
 	}
 	if !b.Forget {
 		b.mu.Lock()
-		b.settled = append(b.settled, Settlement{Delivery: d, Messages: msgs, Err: err, At: time.Now()})
+		// A copy: the caller may reuse msgs once Settle returns.
+		b.settled = append(b.settled, Settlement{Delivery: d, Messages: slices.Clone(msgs), Err: err, At: time.Now()})
 		b.mu.Unlock()
 	}
 	if err != nil || b.Redeliver == nil {
