@@ -89,9 +89,16 @@ func TestBackpressureReducesPrefetchUnderDepthAndRestoresIt(t *testing.T) {
 	reduced, restored := at(changes[0]), at(changes[1])
 	// The reduction lasts until the ready jobs fall below 100, which the
 	// delay queues hasten (a busy tenant's jobs wait there, not ready):
-	// about 2 s on a quiet machine.
-	require.Greater(t, restored.Sub(reduced), time.Second, "long enough a reduction to look at")
+	// about 1-2 s on a quiet machine, depending on how fast the worker is.
+	// What the check below needs is enough sends in it to look at.
 	calls := h.fake.Calls()
+	during := 0
+	for _, c := range calls {
+		if !c.At.Before(reduced) && c.At.Before(restored) {
+			during++
+		}
+	}
+	require.GreaterOrEqual(t, during, 20, "sends while reduced (%v), enough to look at", restored.Sub(reduced))
 	// Jobs taken before the switch may still be out; of those sent after
 	// it, never more than 5 at once.
 	assert.LessOrEqual(t, mostInFlight(calls, reduced, restored), 5, "in flight while reduced")
