@@ -41,19 +41,14 @@ const (
 // newMailbox is the actor.MailboxProducer of mailbox.
 func newMailbox() actor.Mailbox { return new(mailbox) }
 
-func (m *mailbox) PostUserMessage(msg any) {
-	m.mu.Lock()
-	m.user.push(msg)
-	m.mu.Unlock()
-	m.users.Add(1)
-	m.schedule()
-}
+func (m *mailbox) PostUserMessage(msg any)   { m.post(&m.user, &m.users, msg) }
+func (m *mailbox) PostSystemMessage(msg any) { m.post(&m.system, &m.systems, msg) }
 
-func (m *mailbox) PostSystemMessage(msg any) {
+func (m *mailbox) post(q *fifo, count *atomic.Int32, msg any) {
 	m.mu.Lock()
-	m.system.push(msg)
+	q.push(msg)
 	m.mu.Unlock()
-	m.systems.Add(1)
+	count.Add(1)
 	m.schedule()
 }
 
