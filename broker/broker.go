@@ -204,6 +204,41 @@ func (b *Broker) shardEvent(e ShardEvent) {
 // stops handing deliveries out and returns, keeping the connection open so
 // the deliveries in hand can be settled; Close hands back the rest.
 func (b *Broker) Run(ctx context.Context, out chan<- *Delivery) error {
+	return b.run(ctx, sink{out: out})
+}
+
+// RunFunc is Run handing every delivery to fn instead of a channel, on
+// the goroutine that took it from its consumer: one goroutine less
+// between the broker and the router for every job. fn is called from
+// several goroutines at once (one per consumer) and must not block; the
+// deliveries of one consumer reach it in order.
+func (b *Broker) RunFunc(ctx context.Context, fn func(*Delivery)) error {
+	return b.run(ctx, sink{fn: fn})
+}
+
+// sink is where Run hands its deliveries: a channel or a function.
+type sink struct {
+	out chan<- *Delivery
+	fn  func(*Delivery)
+}
+
+// give hands del over. Into a channel it may wait, and it reports false
+// when c is stopped or ctx ends first.
+func (k sink) give(ctx context.Context, c *consumer, del *Delivery) bool {
+	if k.fn != nil {
+		k.fn(del)
+		return true
+	}
+	select {
+	case k.out <- del:
+		return true
+	case <-c.stop:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+func (b *Broker) run(ctx context.Context, out sink) error {
 	backoff := 100 * time.Millisecond
 	const maxBackoff = 5 * time.Second
 	first := true
@@ -230,7 +265,7 @@ func (b *Broker) Run(ctx context.Context, out chan<- *Delivery) error {
 	return nil
 }
 
-func (b *Broker) consumeOnce(ctx context.Context, out chan<- *Delivery, first bool) error {
+func (b *Broker) consumeOnce(ctx context.Context, out sink, first bool) error {
 	conn, err := b.dial("consume")
 	if err != nil {
 		return err
@@ -267,7 +302,7 @@ func (b *Broker) dropConsumer(conn *amqp.Connection) {
 // shard delivery. It returns false when c is stopped or ctx ends first; the
 // delivery then stays unacked, and the broker hands it out again when its
 // channel closes.
-func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out chan<- *Delivery) bool {
+func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out sink) bool {
 	if d.Redelivered && b.settled.contains(fingerprint(d)) {
 		// Settled already; only its ack was lost with the channel.
 		_ = c.ch.Ack(d.DeliveryTag, false)
@@ -298,11 +333,8 @@ func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out cha
 	}
 	count.add(1)
 	c.inHand.add(1)
-	select {
-	case out <- del:
+	if out.give(ctx, c, del) {
 		return true
-	case <-c.stop:
-	case <-ctx.Done():
 	}
 	// Never handed out: it goes back when its channel closes.
 	del.settled()

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -134,4 +135,31 @@ func TestTierChoice(t *testing.T) {
 	assert.Equal(t, "q.delay.250ms", topo.WaitQueue(250*time.Millisecond))
 	assert.Equal(t, "q.delay.32s", topo.WaitQueue(32*time.Second))
 	assert.Equal(t, "q.dlq", topo.DLQ())
+}
+
+// RunFunc hands each delivery to its function, on the consumer's own
+// goroutine, in the order the queue gave them, and they settle as Run's do.
+func TestRunFuncHandsEachDeliveryInOrder(t *testing.T) {
+	topo := testkit.Topology(t)
+	b := dial(t, topo)
+	ch := testkit.Channel(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *broker.Delivery, 100)
+	done := make(chan struct{})
+	go func() {
+		_ = b.RunFunc(ctx, func(d *broker.Delivery) { got <- d })
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	const n = 30
+	for i := range n {
+		testkit.Publish(t, ch, topo.Queue, fmt.Appendf(nil, `{"n":%d}`, i), nil)
+	}
+	for i := range n {
+		d := next(t, got)
+		assert.Equal(t, fmt.Sprintf(`{"n":%d}`, i), string(d.Body))
+		require.NoError(t, b.Settle(context.Background(), d, b.ResultMessage("sent", d.Body)))
+	}
+	assert.Len(t, testkit.Collect(t, ch, topo.ResultsQueue(), n, 5*time.Second), n)
+	assert.Eventually(t, func() bool { return b.Unsettled() == 0 }, 5*time.Second, 10*time.Millisecond)
 }

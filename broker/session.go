@@ -115,7 +115,7 @@ type session struct {
 	b    *Broker
 	ctx  context.Context
 	conn *amqp.Connection
-	out  chan<- *Delivery
+	out  sink
 
 	ctl     *amqp.Channel // passive declares
 	members *consumer
@@ -129,7 +129,7 @@ type session struct {
 	failed    chan error
 }
 
-func newSession(ctx context.Context, b *Broker, conn *amqp.Connection, out chan<- *Delivery) *session {
+func newSession(ctx context.Context, b *Broker, conn *amqp.Connection, out sink) *session {
 	return &session{b: b, ctx: ctx, conn: conn, out: out, rank: -1,
 		shards: map[int]*consumer{}, releasing: map[int]*consumer{},
 		releases: make(chan released, MaxShards), failed: make(chan error, 1)}

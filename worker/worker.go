@@ -267,9 +267,16 @@ func (w *Worker) stopActors() {
 // closes the broker connections.
 func (w *Worker) Run(ctx context.Context) error {
 	consume, stopConsume := context.WithCancel(context.Background())
-	deliveries := make(chan *broker.Delivery)
+	root := w.system.Root
 	consumed := make(chan error, 1)
-	go func() { consumed <- w.broker.Run(consume, deliveries) }()
+	go func() {
+		// Straight from each consumer's goroutine into the router's
+		// mailbox, which never blocks: the prefetch bounds what waits there.
+		consumed <- w.broker.RunFunc(consume, func(d *broker.Delivery) {
+			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d,
+				Intake: d.Shard < 0, Shard: d.Shard})
+		})
+	}()
 	backpressure := make(chan struct{})
 	go func() {
 		defer close(backpressure)
@@ -283,7 +290,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 	w.logger.Info("worker_started", slog.Int("tenants", len(w.cfg.Tenants)), slog.String("queue", w.cfg.Queue))
-	root := w.system.Root
 	sample := time.NewTicker(time.Second)
 	defer sample.Stop()
 	saturation := time.NewTicker(saturationTick)
@@ -292,9 +298,6 @@ func (w *Worker) Run(ctx context.Context) error {
 loop:
 	for {
 		select {
-		case d := <-deliveries:
-			root.Send(w.router, &messages.Deliver{Body: d.Body, Headers: d.Headers, Delivery: d,
-				Intake: d.Shard < 0, Shard: d.Shard})
 		case now := <-saturation.C:
 			w.watchSaturation(&sat, now)
 		case <-w.reloads:
