@@ -618,31 +618,28 @@ func (a *tenantActor) dlqHeaders(m *messages.Dispatch, reason, detail string, er
 func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 	t := settleTasks.Get().(*settleTask)
 	t.b, t.ctx, t.log, t.m = a.deps.Broker, a.deps.Context, a.log, m
-	t.n = copy(t.msgs[:], msgs)
-	if t.n < len(msgs) {
-		panic(fmt.Sprintf("settle: %d messages, at most %d", len(msgs), len(t.msgs)))
-	}
+	t.msgs = append(t.msgs, msgs...)
 	a.deps.pool.Run(t)
 }
 
 // settleTask is one settlement on the pool, recycled once it is done
-// (see sendTask).
+// (see sendTask), with the capacity of its list of messages.
 type settleTask struct {
 	b    Broker
 	ctx  context.Context
 	log  *slog.Logger
 	m    *messages.Dispatch
-	msgs [2]broker.Message
-	n    int
+	msgs []broker.Message
 }
 
 var settleTasks = sync.Pool{New: func() any { return new(settleTask) }}
 
 func (t *settleTask) run() {
-	if err := t.b.Settle(t.ctx, t.m.Delivery, t.msgs[:t.n]...); err != nil {
+	if err := t.b.Settle(t.ctx, t.m.Delivery, t.msgs...); err != nil {
 		t.log.Error("settle_failed", slog.String("internalId", t.m.Job.InternalID), slog.String("error", err.Error()))
 	}
-	*t = settleTask{}
+	clear(t.msgs)
+	*t = settleTask{msgs: t.msgs[:0]}
 	settleTasks.Put(t)
 }
 

@@ -7,8 +7,9 @@ import (
 
 // scanJob is DecodeJob's fast path for the common, valid job: one pass
 // that validates the JSON (validJSON, as json.Valid), one that picks out
-// the few fields DecodeJob reads, and one allocation. encoding/json (decodeJob) takes three decoding passes, each
-// validating first, and allocates for every field and pointer.
+// the few fields DecodeJob reads, and one allocation. encoding/json
+// (decodeJob) takes three decoding passes, each validating first, and
+// allocates for every field and pointer.
 //
 // scanJob only ever accepts a body that decodeJob accepts, with the same
 // result. Whatever it is not sure of (any invalid job, a key with an escape

@@ -23,9 +23,9 @@ func validValue(data []byte, i, depth int) (int, bool) {
 	case c == '"':
 		return validString(data, i)
 	case c == '{':
-		return validObject(data, i, depth+1)
+		return validContainer(data, i, depth+1, '}')
 	case c == '[':
-		return validArray(data, i, depth+1)
+		return validContainer(data, i, depth+1, ']')
 	case c == '-' || '0' <= c && c <= '9':
 		return validNumber(data, i)
 	case c == 't':
@@ -38,52 +38,31 @@ func validValue(data []byte, i, depth int) (int, bool) {
 	return i, false
 }
 
-func validObject(data []byte, i, depth int) (int, bool) {
+// validContainer checks the object (close '}') or array (close ']')
+// whose opening bracket is data[i]: its members, key and value, or its
+// values, separated by commas.
+func validContainer(data []byte, i, depth int, close byte) (int, bool) {
 	if depth > maxJSONDepth {
 		return i, false
 	}
 	i = skipSpace(data, i+1)
-	if i < len(data) && data[i] == '}' {
+	if i < len(data) && data[i] == close {
 		return i + 1, true
 	}
 	for {
-		if i >= len(data) || data[i] != '"' {
-			return i, false
-		}
 		var ok bool
-		if i, ok = validString(data, i); !ok {
-			return i, false
-		}
-		if i = skipSpace(data, i); i >= len(data) || data[i] != ':' {
-			return i, false
-		}
-		if i, ok = validValue(data, skipSpace(data, i+1), depth); !ok {
-			return i, false
-		}
-		if i = skipSpace(data, i); i >= len(data) {
-			return i, false
-		}
-		switch data[i] {
-		case '}':
-			return i + 1, true
-		case ',':
+		if close == '}' {
+			if i >= len(data) || data[i] != '"' {
+				return i, false
+			}
+			if i, ok = validString(data, i); !ok {
+				return i, false
+			}
+			if i = skipSpace(data, i); i >= len(data) || data[i] != ':' {
+				return i, false
+			}
 			i = skipSpace(data, i+1)
-		default:
-			return i, false
 		}
-	}
-}
-
-func validArray(data []byte, i, depth int) (int, bool) {
-	if depth > maxJSONDepth {
-		return i, false
-	}
-	i = skipSpace(data, i+1)
-	if i < len(data) && data[i] == ']' {
-		return i + 1, true
-	}
-	for {
-		var ok bool
 		if i, ok = validValue(data, i, depth); !ok {
 			return i, false
 		}
@@ -91,7 +70,7 @@ func validArray(data []byte, i, depth int) (int, bool) {
 			return i, false
 		}
 		switch data[i] {
-		case ']':
+		case close:
 			return i + 1, true
 		case ',':
 			i = skipSpace(data, i+1)
