@@ -61,8 +61,9 @@ type Config struct {
 	// tenant's held deliveries share: a tenant holding its fair minimum
 	// takes no more once all but a tenth of it is held, while another
 	// tenant's job may be waiting for a slot (one behind it in its
-	// shard's queue, or one of another shard at the broker's gate). 0: no
-	// sharing rule (tests of one tenant).
+	// shard's queue, or one of another shard at the broker's gate) and its
+	// own slots are slow to come free (heldForAdmission). 0: no sharing
+	// rule (tests of one tenant).
 	Prefetch int
 	// DedupeSize bounds each tenant's memory of recently sent internal ids
 	// (default 1024).
@@ -99,6 +100,8 @@ type Config struct {
 	// held counts the deliveries every tenant holds (waiting or sending),
 	// for Prefetch's sharing rule; each tenant adds what it changes.
 	held *atomic.Int64
+	// holders counts the tenants that hold at least one delivery.
+	holders *atomic.Int64
 	// crowded holds the shards more than one configured tenant shares;
 	// the router replaces it when tenants are added or removed.
 	crowded *atomic.Pointer[map[int32]bool]

@@ -92,6 +92,7 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps.inbox = newPool(1)
 	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
+	deps.holders = new(atomic.Int64)
 	deps.crowded = new(atomic.Pointer[map[int32]bool])
 	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{},
 		acquiredAt: map[int]time.Time{}}

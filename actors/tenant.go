@@ -152,18 +152,55 @@ func (a *tenantActor) dispatch(ctx actor.Context, m *messages.Dispatch) {
 	a.watchForStall(ctx)
 }
 
-// heldForAdmission is what Admit is told the tenant holds: what it holds,
-// or its whole HoldCap when the process's prefetch window is nearly full,
-// the tenant already holds its fair minimum and another tenant's job may
-// be waiting for a slot, so that one tenant never takes the slots its
-// neighbours' jobs need to reach the worker at all.
+// heldForAdmission is what Admit is told the tenant holds. Two rules
+// change it, both only for a tenant that already holds its fair minimum
+// (DefaultMaxHeld) in a process with a prefetch window:
+//
+//   - Sharing: its whole HoldCap, so that it takes no more, when all but
+//     fairReserve of the window is held, another tenant's job may be
+//     waiting for a slot, and its own slots are slow to come back (see
+//     slowToFree), so that one tenant never takes the slots its
+//     neighbours' jobs need to reach the worker at all.
+//   - Start-up: nothing, so that it holds what reaches it, while no send
+//     of it has ended yet (its latency is unknown), its first send has
+//     not stalled and the window has more than fairReserve free: all of
+//     it while it is the only tenant holding anything, up to startupHold
+//     beside others. Before its first answer its window is one send, and
+//     its HoldCap two; deferring the rest sent each through a delay queue
+//     to come back when that answer was likely in, a broker round trip a
+//     job for a tenant that could take them all a few milliseconds later.
+//     Beside other busy tenants it holds a few only: if its first send is
+//     slow, what it held would be theirs to wait for until its stall
+//     check. The reserve stays free for tenants that start meanwhile, and
+//     the stall guard (watchForStall) gives back what it holds beyond
+//     MaxHeld if that first send hangs.
 func (a *tenantActor) heldForAdmission(now time.Time) int {
 	st := a.st
 	held := st.held()
-	if p := a.deps.Prefetch; p > 0 && held >= DefaultMaxHeld && a.deps.held.Load() >= int64(p-fairReserve(p)) && a.contended() {
+	p := a.deps.Prefetch
+	if p <= 0 || held < DefaultMaxHeld {
+		return held
+	}
+	full := a.deps.held.Load() >= int64(p-fairReserve(p))
+	switch {
+	case full && a.slowToFree() && a.contended():
 		return max(held, st.sched.HoldCap(now))
+	case !full && st.sched.Latency() == 0 && !st.sched.Stalled(now) &&
+		(held < startupHold || a.deps.holders.Load() <= 1):
+		return 0
 	}
 	return held
+}
+
+// slowToFree reports whether the slots this tenant holds may stay held
+// for longer than a deferral takes to come back (MinBusySpacing, the
+// smallest delay tier): its latency is unknown, or its high estimate is
+// at least that. A tenant whose sends answer sooner frees a slot for a
+// waiting job sooner than deferring its own would, and the deferral
+// would only cost the broker a delay-queue trip.
+func (a *tenantActor) slowToFree() bool {
+	l := a.st.sched.HighLatency()
+	return l <= 0 || l >= MinBusySpacing
 }
 
 // contended reports whether another tenant's job may be waiting for one of
@@ -179,6 +216,10 @@ func (a *tenantActor) contended() bool {
 	}
 	return a.deps.Shards != nil && a.deps.Shards.WaitingBesides(int(a.st.shard))
 }
+
+// startupHold is how many deliveries a tenant whose latency is unknown
+// holds beside other busy tenants (heldForAdmission).
+const startupHold = 8
 
 // fairReserve is how many of the prefetch slots are kept for tenants that
 // hold less than their fair minimum: a tenth of them, at least two.
@@ -644,12 +685,20 @@ func (t *settleTask) run() {
 }
 
 // reportHeld adds what the tenant's held deliveries changed by to the
-// process's count.
+// process's count, and counts it among the holders while it holds any.
 func (a *tenantActor) reportHeld() {
-	if h := a.st.held(); h != a.st.reported {
-		a.deps.held.Add(int64(h - a.st.reported))
-		a.st.reported = h
+	h := a.st.held()
+	if h == a.st.reported {
+		return
 	}
+	a.deps.held.Add(int64(h - a.st.reported))
+	switch {
+	case a.st.reported == 0:
+		a.deps.holders.Add(1)
+	case h == 0:
+		a.deps.holders.Add(-1)
+	}
+	a.st.reported = h
 }
 
 // leftLine is told that m reached its outcome (sent, failed, dead-lettered):

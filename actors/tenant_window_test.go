@@ -321,22 +321,25 @@ func TestTheSharingRuleMakesRoomOnlyForAJobThatMayBeWaiting(t *testing.T) {
 		name          string
 		quietShard    int
 		waiting       bool
+		latency       time.Duration
 		leavesReserve bool
 	}{
-		{"AloneAndNobodyWaits", 1, false, false},
-		{"AloneAndAnotherShardWaits", 1, true, true},
-		{"SharingItsShard", 0, false, true},
+		{"AloneAndNobodyWaits", 1, false, time.Second, false},
+		{"AloneAndAnotherShardWaits", 1, true, time.Second, true},
+		{"SharingItsShard", 0, false, time.Second, true},
+		{"SharingItsShardWithSendsFasterThanADeferral", 0, true, MinBusySpacing / 5, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				campaign := numberTenant("campaign")
-				campaign.RateLimit = config.RateLimit{PerMinute: 60000, Burst: 1000}
+				// A rate whose window (at either latency) holds all 30.
+				campaign.RateLimit = config.RateLimit{PerMinute: 600_000, Burst: 1000}
 				waiting := new(atomic.Bool)
 				waiting.Store(c.waiting)
 				shards := gateShards{testShards{"campaign": 0, "quiet": c.quietShard}, waiting}
 				h := startHarness(t, Config{Tenants: []config.Tenant{campaign, tenant("quiet")}, Prefetch: 20, Shards: shards})
 				h.root.Send(h.router, &messages.ShardsChanged{Shard: 0, Acquired: true, Owned: []int{0, 1}})
-				h.answer(always(reply{Delay: time.Second}))
+				h.answer(always(reply{Delay: c.latency}))
 				h.advance(time.Second)           // the bucket, empty when the shard was acquired, fills
 				h.publish("campaign", "warm-up") // its answer gives the window a latency
 				h.advance(time.Second)
