@@ -31,6 +31,12 @@ type mailbox struct {
 	invoker    actor.MessageInvoker
 	dispatcher actor.Dispatcher
 	process    func() // processMessages, made once
+	// pool is the dispatcher's when it is a mailboxes: the mailbox then
+	// runs as a chain task on it, and may hand its goroutine on (runNext).
+	pool *pool
+	// next is a task to run on this goroutine once the mailbox is let go
+	// (runNext); only the goroutine running the mailbox touches it.
+	next task
 }
 
 const (
@@ -55,6 +61,9 @@ func (m *mailbox) post(q *fifo, count *atomic.Int32, msg any) {
 func (m *mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher actor.Dispatcher) {
 	m.invoker, m.dispatcher = invoker, dispatcher
 	m.process = m.processMessages
+	if d, ok := dispatcher.(mailboxes); ok {
+		m.pool = d.p
+	}
 }
 
 func (*mailbox) Start() {}
@@ -63,24 +72,77 @@ func (m *mailbox) UserMessageCount() int { return int(m.users.Load()) }
 
 func (m *mailbox) schedule() {
 	if m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
+		if m.pool != nil {
+			m.pool.Run(m)
+			return
+		}
 		m.dispatcher.Schedule(m.process)
 	}
 }
 
-func (m *mailbox) processMessages() {
+// processMessages is the function a dispatcher other than mailboxes runs.
+func (m *mailbox) processMessages() { runChain(m) }
+
+// run and runThen make the mailbox a chain task for its pool.
+func (m *mailbox) run()          { runChain(m) }
+func (m *mailbox) runThen() task { return m.drain() }
+
+// drain handles messages until the mailbox is empty (or suspended) and
+// idle again, and returns the task a handler left to run next (runNext).
+func (m *mailbox) drain() task {
+	var next task
 	for {
-		m.run()
+		m.burst()
+		if m.next != nil {
+			if next != nil {
+				m.pool.Run(next) // one left by an earlier burst: it goes its own way
+			}
+			next, m.next = m.next, nil
+		}
 		m.status.Store(mailboxIdle)
-		// A message posted after run found the queues empty, but before
+		// A message posted after burst found the queues empty, but before
 		// the mailbox was idle again, did not schedule it: take it now.
 		more := m.systems.Load() > 0 || (!m.suspended.Load() && m.users.Load() > 0)
 		if !more || !m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
-			return
+			return next
 		}
 	}
 }
 
-func (m *mailbox) run() {
+// runNext is asked by a handler of this mailbox's messages for t to run on
+// the goroutine running the mailbox once it has let the mailbox go, rather
+// than on another: a handler whose last act starts a send or a settlement
+// saves the hand-off to a second goroutine (and its wake-up). It declines
+// (the caller runs t on the pool) when the mailbox is not on a pool, has
+// a task to run next already, or has more messages waiting: t would wait
+// for them.
+func (m *mailbox) runNext(t task) bool {
+	if m.pool == nil || m.next != nil || m.users.Load() > 0 || m.systems.Load() > 0 {
+		return false
+	}
+	m.next = t
+	return true
+}
+
+// postHere posts a user message and, when that finds the mailbox idle,
+// runs it on the calling goroutine instead of handing it to another,
+// returning the task its handlers left to run next. It is for a pooled
+// chain task whose last act is this post (a send reporting its outcome
+// to its tenant), which returns what postHere returns.
+func (m *mailbox) postHere(msg any) task {
+	m.mu.Lock()
+	m.user.push(msg)
+	m.mu.Unlock()
+	m.users.Add(1)
+	if !m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
+		return nil
+	}
+	return m.drain()
+}
+
+// burst handles queued messages until none is left or the mailbox is
+// suspended.
+func (m *mailbox) burst() {
 	var msg any
 	defer func() {
 		if r := recover(); r != nil {

@@ -2,8 +2,11 @@ package actors
 
 import (
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
@@ -192,4 +195,108 @@ func TestFifoKeepsOrder(t *testing.T) {
 	}
 	assert.Nil(t, q.pop())
 	assert.Nil(t, q.buf, "an emptied queue that grew lets its buffer go")
+}
+
+// nextInvoker is an invoker whose handler of "go" hands run on to the
+// goroutine running the mailbox (runNext), and records whether it may.
+type nextInvoker struct {
+	recordingInvoker
+	m        *mailbox
+	run      task
+	accepted []bool
+}
+
+func (n *nextInvoker) InvokeUserMessage(msg any) {
+	n.add(msg)
+	if msg == "go" {
+		n.accepted = append(n.accepted, n.m.runNext(n.run))
+	}
+}
+
+// A handler's last act hands the goroutine on: the task runs on the
+// goroutine that ran the mailbox once the mailbox is idle again, and a
+// message that arrives for the mailbox meanwhile schedules it anew, as
+// for any idle mailbox.
+func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
+	newBox := func(p *pool) (*mailbox, *nextInvoker) {
+		m := newMailbox().(*mailbox)
+		inv := &nextInvoker{m: m}
+		m.RegisterHandlers(inv, mailboxes{p})
+		return m, inv
+	}
+	t.Run("OnThePoolsGoroutineOnceTheMailboxIsIdle", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(1)
+			synctest.Wait() // its goroutine waits for a task
+			m, inv := newBox(p)
+			idle := make(chan bool, 1)
+			inv.run = taskFunc(func() { idle <- m.status.Load() == mailboxIdle })
+			m.PostUserMessage("go")
+			assert.True(t, <-idle, "the mailbox was let go first")
+			synctest.Wait()
+			assert.Equal(t, []bool{true}, inv.accepted)
+			assert.Zero(t, p.overflow.Load(), "the pool's one goroutine ran both: nothing else was started")
+			p.Close()
+		})
+	})
+	t.Run("DeclinedWhileMoreMessagesWait", func(t *testing.T) {
+		m, inv := newBox(newPool(0))
+		ran := 0
+		inv.run = taskFunc(func() { ran++ })
+		// postHere runs the idle mailbox on this goroutine; the first "go"
+		// finds the second waiting.
+		m.mu.Lock()
+		m.user.push("go")
+		m.mu.Unlock()
+		m.users.Add(1)
+		next := m.postHere("go")
+		assert.Equal(t, []bool{false, true}, inv.accepted, "the first would have waited for the second")
+		require.NotNil(t, next, "the second's task is handed back to run next")
+		next.run()
+		assert.Equal(t, 1, ran)
+	})
+	t.Run("NotWithoutAPool", func(t *testing.T) {
+		m := newMailbox().(*mailbox)
+		inv := &nextInvoker{m: m, run: taskFunc(func() {})}
+		d := &heldDispatcher{}
+		m.RegisterHandlers(inv, d)
+		m.PostUserMessage("go")
+		d.runAll()
+		assert.Equal(t, []bool{false}, inv.accepted)
+	})
+	t.Run("PostHereRunsAnIdleMailboxOnTheCaller", func(t *testing.T) {
+		m, inv := newBox(newPool(0))
+		assert.Nil(t, m.postHere("u1"))
+		assert.Equal(t, []any{"u1"}, inv.take(), "handled before postHere returned")
+		// A running mailbox only gets the message.
+		m.status.Store(mailboxRunning)
+		assert.Nil(t, m.postHere("u2"))
+		assert.Empty(t, inv.take())
+		assert.Equal(t, 1, m.UserMessageCount())
+	})
+}
+
+// chainOf is a chain task that hands on to itself n times, recording the
+// depth of the stack it runs at.
+type chainOf struct {
+	n      int
+	depths []int
+}
+
+func (c *chainOf) run() { runChain(c) }
+func (c *chainOf) runThen() task {
+	c.depths = append(c.depths, runtime.Callers(0, make([]uintptr, 64)))
+	if c.n--; c.n > 0 {
+		return c
+	}
+	return nil
+}
+
+// A tenant's chain (mailbox, send, mailbox, ...) has no end while it is
+// busy: it runs in a loop, at one depth of stack, not by recursion.
+func TestChainsRunInALoop(t *testing.T) {
+	c := &chainOf{n: 1000}
+	c.run()
+	require.Len(t, c.depths, 1000)
+	assert.Equal(t, c.depths[0], slices.Max(c.depths))
 }

@@ -25,6 +25,28 @@ type pool struct {
 // recycled sendTask, say) costs no allocation, where a closure would.
 type task interface{ run() }
 
+// A chain is a task that may hand its goroutine on to a next task, which
+// runThen returns: a tenant's mailbox whose last message started a send,
+// then that send, whose outcome runs the mailbox again. The pool runs the
+// chain in a loop on one goroutine, not by recursion (a busy tenant's
+// chain has no end).
+type chain interface {
+	task
+	runThen() task
+}
+
+// runChain runs t and whatever it hands on.
+func runChain(t task) {
+	for t != nil {
+		c, ok := t.(chain)
+		if !ok {
+			t.run()
+			return
+		}
+		t = c.runThen()
+	}
+}
+
 // taskFunc is a function as a task.
 type taskFunc func()
 
@@ -45,7 +67,7 @@ func (p *pool) work() {
 	for {
 		select {
 		case t := <-p.tasks:
-			t.run()
+			runChain(t)
 		case <-p.done:
 			return
 		}
@@ -65,7 +87,7 @@ func (p *pool) Run(t task) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			t.run()
+			runChain(t)
 		}()
 	}
 }

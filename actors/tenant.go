@@ -26,13 +26,28 @@ type tenantActor struct {
 	st   *TenantState
 	deps *Config
 	log  *slog.Logger
+	// mb is the actor's mailbox: its sends report to it directly, and
+	// its handlers hand their goroutine on to a send or a settlement
+	// (mailbox.runNext).
+	mb *mailbox
 }
 
+// newTenantProps returns the props of one tenant actor's spawn, with the
+// mailbox it gets (an incarnation after a restart keeps it).
 func newTenantProps(st *TenantState, deps *Config) *actor.Props {
 	logger := deps.Logger.With(slog.String("tenantId", st.cfg.ID))
+	mb := new(mailbox)
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &tenantActor{st: st, deps: deps, log: logger}
-	}, actor.WithDispatcher(mailboxes{deps.pool}), actor.WithMailbox(newMailbox))
+		return &tenantActor{st: st, deps: deps, log: logger, mb: mb}
+	}, actor.WithDispatcher(mailboxes{deps.pool}), actor.WithMailbox(func() actor.Mailbox { return mb }))
+}
+
+// run starts t on this goroutine once the mailbox is let go, if it may
+// (mailbox.runNext), or else on the pool.
+func (a *tenantActor) run(t task) {
+	if !a.mb.runNext(t) {
+		a.deps.pool.Run(t)
+	}
 }
 
 func (a *tenantActor) Receive(ctx actor.Context) {
@@ -399,9 +414,8 @@ func (a *tenantActor) startSend(ctx actor.Context, m *messages.Dispatch) {
 	a.watchForStall(ctx)
 	t := sendTasks.Get().(*sendTask)
 	t.done = messages.SendDone{Dispatch: m, Started: started}
-	t.sender, t.tokens, t.phone, t.base = a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context
-	t.self, t.root = ctx.Self(), ctx.ActorSystem().Root
-	a.deps.pool.Run(t)
+	t.sender, t.tokens, t.phone, t.base, t.mb = a.deps.Sender, st.tokens, st.cfg.PhoneNumberID, a.deps.Context, a.mb
+	a.run(t)
 }
 
 // sendTask is one Meta call on the pool, and then the message that
@@ -415,8 +429,7 @@ type sendTask struct {
 	tokens whatsapp.TokenSource
 	phone  string
 	base   context.Context
-	self   *actor.PID
-	root   *actor.RootContext
+	mb     *mailbox // the tenant's, to which the outcome goes
 }
 
 var sendTasks = sync.Pool{New: func() any { return new(sendTask) }}
@@ -428,7 +441,13 @@ func (t *sendTask) recycle() {
 	sendTasks.Put(t)
 }
 
-func (t *sendTask) run() {
+func (t *sendTask) run() { runChain(t) }
+
+// runThen makes the call, then hands the outcome to the tenant's mailbox
+// and, when that was idle, runs it on this goroutine (mailbox.postHere):
+// the goroutine is free anyway, and waking another would be one more
+// hand-off a job. It returns what the mailbox left to run next.
+func (t *sendTask) runThen() (next task) {
 	done := &t.done
 	defer func() {
 		if r := recover(); r != nil {
@@ -440,7 +459,7 @@ func (t *sendTask) run() {
 			// be gone. Its delivery returns to the queue unacked.
 			return
 		}
-		t.root.Send(t.self, t)
+		next = t.mb.postHere(t)
 	}()
 	m, sender, tokens, base := done.Dispatch, t.sender, t.tokens, t.base
 	start := time.Now()
@@ -463,6 +482,7 @@ func (t *sendTask) run() {
 		}
 	}
 	done.WAMID, done.Err, done.Duration = resp.WAMID, err, time.Since(start)
+	return nil // the deferred function posts the outcome
 }
 
 // sendDone applies a send's outcome to the tenant's state and settles the job.
@@ -660,7 +680,7 @@ func (a *tenantActor) settle(m *messages.Dispatch, msgs ...broker.Message) {
 	t := settleTasks.Get().(*settleTask)
 	t.b, t.ctx, t.log, t.m = a.deps.Broker, a.deps.Context, a.log, m
 	t.msgs = append(t.msgs, msgs...)
-	a.deps.pool.Run(t)
+	a.run(t)
 }
 
 // settleTask is one settlement on the pool, recycled once it is done
