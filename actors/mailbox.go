@@ -30,7 +30,7 @@ type mailbox struct {
 
 	invoker    actor.MessageInvoker
 	dispatcher actor.Dispatcher
-	process    func() // processMessages, made once
+	process    func() // run, made once, for a dispatcher other than mailboxes
 	// pool is the dispatcher's when it is a mailboxes: the mailbox then
 	// runs as a chain task on it, and may hand its goroutine on (runNext).
 	pool *pool
@@ -60,7 +60,7 @@ func (m *mailbox) post(q *fifo, count *atomic.Int32, msg any) {
 
 func (m *mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher actor.Dispatcher) {
 	m.invoker, m.dispatcher = invoker, dispatcher
-	m.process = m.processMessages
+	m.process = m.run
 	if d, ok := dispatcher.(mailboxes); ok {
 		m.pool = d.p
 	}
@@ -80,10 +80,8 @@ func (m *mailbox) schedule() {
 	}
 }
 
-// processMessages is the function a dispatcher other than mailboxes runs.
-func (m *mailbox) processMessages() { runChain(m) }
-
-// run and runThen make the mailbox a chain task for its pool.
+// run and runThen make the mailbox a chain task for its pool; run is
+// also what another dispatcher is given.
 func (m *mailbox) run()          { runChain(m) }
 func (m *mailbox) runThen() task { return m.drain() }
 
