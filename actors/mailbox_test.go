@@ -214,9 +214,7 @@ func (n *nextInvoker) InvokeUserMessage(msg any) {
 }
 
 // A handler's last act hands the goroutine on: the task runs on the
-// goroutine that ran the mailbox once the mailbox is idle again, and a
-// message that arrives for the mailbox meanwhile schedules it anew, as
-// for any idle mailbox.
+// goroutine that ran the mailbox once the mailbox is idle again.
 func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
 	newBox := func(p *pool) (*mailbox, *nextInvoker) {
 		m := newMailbox().(*mailbox)
@@ -243,12 +241,12 @@ func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
 		m, inv := newBox(newPool(0))
 		ran := 0
 		inv.run = taskFunc(func() { ran++ })
-		// postHere runs the idle mailbox on this goroutine; the first "go"
-		// finds the second waiting.
-		m.mu.Lock()
-		m.user.push("go")
-		m.mu.Unlock()
-		m.users.Add(1)
+		// The first "go" is queued while the mailbox counts as running;
+		// postHere then runs the idle mailbox on this goroutine, and the
+		// first "go" finds the second waiting.
+		m.status.Store(mailboxRunning)
+		m.PostUserMessage("go")
+		m.status.Store(mailboxIdle)
 		next := m.postHere("go")
 		assert.Equal(t, []bool{false, true}, inv.accepted, "the first would have waited for the second")
 		require.NotNil(t, next, "the second's task is handed back to run next")
