@@ -6,8 +6,8 @@ import (
 )
 
 // scanJob is DecodeJob's fast path for the common, valid job: one pass
-// that validates the JSON (validJSON, as json.Valid), one that picks out
-// the few fields DecodeJob reads, and one allocation. encoding/json
+// that validates the JSON as json.Valid does and picks out the few fields
+// DecodeJob reads on the way, and one allocation. encoding/json
 // (decodeJob) takes three decoding passes, each validating first, and
 // allocates for every field and pointer.
 //
@@ -18,55 +18,68 @@ import (
 // words every error. Keys match as encoding/json matches them: ASCII case
 // folded, the last of duplicates winning.
 func scanJob(body []byte) (Job, bool) {
-	if len(body) > MaxJobSize || !validJSON(body) {
+	if len(body) > MaxJobSize {
 		return Job{}, false
 	}
-	var metadata, payload []byte
-	ok := eachMember(trimSpace(body), func(key, value []byte) bool {
+	var metadata, payload, tenantID, internalID, product, to, typ []byte
+	// field reads the string value at body[at] into *dst.
+	field := func(at int, dst *[]byte) (int, bool) {
+		if at >= len(body) || body[at] != '"' {
+			return at, false
+		}
+		end, ok := validString(body, at)
+		if !ok {
+			return end, false
+		}
+		*dst = body[at+1 : end-1]
+		return end, bytes.IndexByte(*dst, '\\') < 0 && utf8.Valid(*dst)
+	}
+	// object walks the object at body[at], one of the two the job's fields
+	// are in, and sets *raw to it. A duplicate starts afresh (reset): a
+	// field it lacks sends the job to decodeJob, which merges duplicates
+	// as encoding/json does.
+	object := func(at int, raw *[]byte, reset func(), fn func(key []byte, at int) (int, bool)) (int, bool) {
+		if at >= len(body) || body[at] != '{' {
+			return at, false
+		}
+		reset()
+		end, ok := members(body, at, 2, fn)
+		*raw = body[at:end]
+		return end, ok
+	}
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return Job{}, false
+	}
+	end, ok := members(body, i, 1, func(key []byte, at int) (int, bool) {
 		switch {
 		case keyIs(key, "metadata"):
-			metadata = value
+			return object(at, &metadata, func() { tenantID, internalID = nil, nil }, func(key []byte, at int) (int, bool) {
+				switch {
+				case keyIs(key, "tenantId"):
+					return field(at, &tenantID)
+				case keyIs(key, "internalId"):
+					return field(at, &internalID)
+				}
+				return validValue(body, at, 2)
+			})
 		case keyIs(key, "wabaPayload"):
-			payload = value
+			return object(at, &payload, func() { product, to, typ = nil, nil, nil }, func(key []byte, at int) (int, bool) {
+				switch {
+				case keyIs(key, "messaging_product"):
+					return field(at, &product)
+				case keyIs(key, "to"):
+					return field(at, &to)
+				case keyIs(key, "type"):
+					return field(at, &typ)
+				}
+				return validValue(body, at, 2)
+			})
 		}
-		return true
+		return validValue(body, at, 1)
 	})
-	if !ok {
-		return Job{}, false
-	}
-
-	var tenantID, internalID []byte
-	ok = eachMember(metadata, func(key, value []byte) bool {
-		switch {
-		case keyIs(key, "tenantId"):
-			tenantID, ok = plainString(value)
-			return ok
-		case keyIs(key, "internalId"):
-			internalID, ok = plainString(value)
-			return ok
-		}
-		return true
-	})
-	if !ok || len(tenantID) == 0 || len(internalID) == 0 {
-		return Job{}, false
-	}
-
-	var product, to, typ []byte
-	ok = eachMember(payload, func(key, value []byte) bool {
-		switch {
-		case keyIs(key, "messaging_product"):
-			product, ok = plainString(value)
-			return ok
-		case keyIs(key, "to"):
-			to, ok = plainString(value)
-			return ok
-		case keyIs(key, "type"):
-			typ, ok = plainString(value)
-			return ok
-		}
-		return true
-	})
-	if !ok || string(product) != "whatsapp" || len(to) == 0 || len(typ) == 0 {
+	if !ok || skipSpace(body, end) != len(body) || len(tenantID) == 0 || len(internalID) == 0 ||
+		string(product) != "whatsapp" || len(to) == 0 || len(typ) == 0 {
 		return Job{}, false
 	}
 
@@ -83,36 +96,51 @@ func scanJob(body []byte) (Job, bool) {
 	return job, true
 }
 
-// eachMember calls fn with the raw key (between the quotes) and the raw
-// value of every member of obj, in order, until fn returns false. obj must
-// be valid JSON. It reports false if obj is not an object, a key is not
-// plain ASCII, or fn returned false.
-func eachMember(obj []byte, fn func(key, value []byte) bool) bool {
-	if len(obj) == 0 || obj[0] != '{' {
-		return false
+// members checks the object whose opening brace is data[i], at nesting
+// depth, as validJSON would, and calls fn with each member's raw key
+// (between its quotes) and the index its value starts at; fn checks the
+// value and returns the index just past it. members returns the index
+// just past the object, and false if it is invalid, a key is not plain
+// ASCII, or fn reported false.
+func members(data []byte, i, depth int, fn func(key []byte, at int) (int, bool)) (int, bool) {
+	if depth > maxJSONDepth {
+		return i, false
 	}
-	i := skipSpace(obj, 1)
-	if obj[i] == '}' {
-		return true
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return i + 1, true
 	}
 	for {
-		end := skipString(obj, i)
-		key := obj[i+1 : end-1]
+		if i >= len(data) || data[i] != '"' {
+			return i, false
+		}
+		end, ok := validString(data, i)
+		if !ok {
+			return end, false
+		}
+		key := data[i+1 : end-1]
 		for _, c := range key {
 			if c == '\\' || c >= utf8.RuneSelf {
-				return false
+				return end, false
 			}
 		}
-		i = skipSpace(obj, skipSpace(obj, end)+1) // past the colon
-		end = skipValue(obj, i)
-		if !fn(key, obj[i:end]) {
-			return false
+		if i = skipSpace(data, end); i >= len(data) || data[i] != ':' {
+			return i, false
 		}
-		i = skipSpace(obj, end)
-		if obj[i] == '}' {
-			return true
+		if i, ok = fn(key, skipSpace(data, i+1)); !ok {
+			return i, false
 		}
-		i = skipSpace(obj, i+1) // past the comma
+		if i = skipSpace(data, i); i >= len(data) {
+			return i, false
+		}
+		switch data[i] {
+		case '}':
+			return i + 1, true
+		case ',':
+			i = skipSpace(data, i+1)
+		default:
+			return i, false
+		}
 	}
 }
 
@@ -137,75 +165,11 @@ func lowerASCII(c byte) byte {
 	return c
 }
 
-// plainString returns the contents of a JSON string value that decodes to
-// exactly those bytes: one without escapes, in valid UTF-8.
-func plainString(value []byte) ([]byte, bool) {
-	if len(value) < 2 || value[0] != '"' {
-		return nil, false
-	}
-	s := value[1 : len(value)-1]
-	return s, bytes.IndexByte(s, '\\') < 0 && utf8.Valid(s)
-}
-
-// The skip functions take valid JSON and the index of the first byte of a
-// token, and return the index just past it.
-
-func skipValue(data []byte, i int) int {
-	switch data[i] {
-	case '"':
-		return skipString(data, i)
-	case '{', '[':
-		depth := 0
-		for ; ; i++ {
-			switch data[i] {
-			case '"':
-				i = skipString(data, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-		}
-	default: // number, true, false, null
-		for i < len(data) {
-			switch data[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-			i++
-		}
-		return i
-	}
-}
-
-func skipString(data []byte, i int) int {
-	for i++; ; i++ {
-		i += bytes.IndexByte(data[i:], '"')
-		escapes := 0
-		for data[i-1-escapes] == '\\' { // stops at the opening quote
-			escapes++
-		}
-		if escapes%2 == 0 {
-			return i + 1
-		}
-	}
-}
-
 func skipSpace(data []byte, i int) int {
 	for i < len(data) && isSpace(data[i]) {
 		i++
 	}
 	return i
-}
-
-func trimSpace(data []byte) []byte {
-	end := len(data)
-	for end > 0 && isSpace(data[end-1]) {
-		end--
-	}
-	return data[skipSpace(data[:end], 0):end]
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

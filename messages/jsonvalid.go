@@ -80,9 +80,25 @@ func validContainer(data []byte, i, depth int, close byte) (int, bool) {
 	}
 }
 
+// plainInString marks the bytes a string holds as they are: all but a
+// quote, a backslash and the control characters.
+var plainInString = func() (t [256]bool) {
+	for c := 0x20; c < len(t); c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // validString checks the string whose opening quote is data[i].
 func validString(data []byte, i int) (int, bool) {
 	for i++; i < len(data); i++ {
+		// A run of plain bytes, a lookup each, before the switch.
+		for i < len(data) && plainInString[data[i]] {
+			i++
+		}
+		if i == len(data) {
+			break
+		}
 		switch c := data[i]; {
 		case c == '"':
 			return i + 1, true
