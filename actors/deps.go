@@ -22,7 +22,7 @@ import (
 // settlement.
 type Broker interface {
 	Settle(ctx context.Context, d messages.Delivery, msgs ...broker.Message) error
-	ResultMessage(status string, body []byte) broker.Message
+	ResultMessage(status string, body []byte, at time.Time) broker.Message
 	DeferMessage(d messages.Delivery, wait time.Duration, headers map[string]any) broker.Message
 	RequeueMessage(d messages.Delivery, headers map[string]any) broker.Message
 	DeadLetterMessage(d messages.Delivery, headers map[string]any) broker.Message
@@ -92,10 +92,9 @@ type Config struct {
 	// bucket (messages.ShardsChanged). Nil: every delivery is dispatched.
 	Shards Sharding
 
-	pool *pool // runs sends and settlements; started by NewRouterProps
-	// inbox runs the router's own mailbox (see mailboxes); the router
-	// lets its goroutine go when it stops.
-	inbox *pool
+	// pool runs the actors' mailboxes, sends and settlements; started by
+	// NewRouterProps.
+	pool  *pool
 	lanes *lanes // runs the moves of the intake, in order per shard
 	// held counts the deliveries every tenant holds (waiting or sending),
 	// for Prefetch's sharing rule; each tenant adds what it changes.

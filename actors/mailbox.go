@@ -88,21 +88,19 @@ func (m *mailbox) runThen() task { return m.drain() }
 // drain handles messages until the mailbox is empty (or suspended) and
 // idle again, and returns the task a handler left to run next (runNext).
 func (m *mailbox) drain() task {
-	var next task
 	for {
 		m.burst()
-		if m.next != nil {
-			if next != nil {
-				m.pool.Run(next) // one left by an earlier burst: it goes its own way
-			}
-			next, m.next = m.next, nil
-		}
+		next := m.next
+		m.next = nil
 		m.status.Store(mailboxIdle)
 		// A message posted after burst found the queues empty, but before
 		// the mailbox was idle again, did not schedule it: take it now.
 		more := m.systems.Load() > 0 || (!m.suspended.Load() && m.users.Load() > 0)
 		if !more || !m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
 			return next
+		}
+		if next != nil {
+			m.pool.Run(next) // it does not wait for the messages that came
 		}
 	}
 }
@@ -122,17 +120,27 @@ func (m *mailbox) runNext(t task) bool {
 	return true
 }
 
+// claim posts a user message and, when that finds the mailbox idle,
+// returns the mailbox as the task that runs it, for the caller to run
+// where it likes: the router runs a tenant's (runNext).
+func (m *mailbox) claim(msg any) task {
+	m.mu.Lock()
+	m.user.push(msg)
+	m.mu.Unlock()
+	m.users.Add(1)
+	if !m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
+		return nil
+	}
+	return m
+}
+
 // postHere posts a user message and, when that finds the mailbox idle,
 // runs it on the calling goroutine instead of handing it to another,
 // returning the task its handlers left to run next. It is for a pooled
 // chain task whose last act is this post (a send reporting its outcome
 // to its tenant), which returns what postHere returns.
 func (m *mailbox) postHere(msg any) task {
-	m.mu.Lock()
-	m.user.push(msg)
-	m.mu.Unlock()
-	m.users.Add(1)
-	if !m.status.CompareAndSwap(mailboxIdle, mailboxRunning) {
+	if m.claim(msg) == nil {
 		return nil
 	}
 	return m.drain()
@@ -153,7 +161,14 @@ func (m *mailbox) burst() {
 			i = 0
 			runtime.Gosched()
 		}
-		if msg = m.pop(&m.system); msg != nil {
+		// The counts first: a burst is mostly one message, and looking
+		// into an empty queue would take its lock for nothing. A message
+		// pushed but not counted yet is drain's to find.
+		msg = nil
+		if m.systems.Load() > 0 {
+			msg = m.pop(&m.system)
+		}
+		if msg != nil {
 			m.systems.Add(-1)
 			switch msg.(type) {
 			case *actor.SuspendMailbox:
@@ -166,6 +181,9 @@ func (m *mailbox) burst() {
 			continue
 		}
 		if m.suspended.Load() {
+			return
+		}
+		if m.users.Load() == 0 {
 			return
 		}
 		if msg = m.pop(&m.user); msg == nil {

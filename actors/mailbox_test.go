@@ -262,6 +262,16 @@ func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
 		d.runAll()
 		assert.Equal(t, []bool{false}, inv.accepted)
 	})
+	t.Run("ClaimHandsAnIdleMailboxToTheCaller", func(t *testing.T) {
+		m, inv := newBox(newPool(0))
+		next := m.claim("u1")
+		require.Equal(t, task(m), next, "the idle mailbox is the caller's to run")
+		assert.Empty(t, inv.take(), "not handled until the caller runs it")
+		assert.Nil(t, m.claim("u2"), "running already: the message is only queued")
+		runChain(next)
+		assert.Equal(t, []any{"u1", "u2"}, inv.take())
+		assert.Equal(t, mailboxIdle, m.status.Load())
+	})
 	t.Run("PostHereRunsAnIdleMailboxOnTheCaller", func(t *testing.T) {
 		m, inv := newBox(newPool(0))
 		assert.Nil(t, m.postHere("u1"))

@@ -17,6 +17,11 @@ type pool struct {
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup // every goroutine: pooled and overflow
+	// live counts the same goroutines as wg, for CloseFromTask; mu and
+	// ended tell it when one ends.
+	live  atomic.Int64
+	mu    sync.Mutex
+	ended *sync.Cond
 	// overflow counts the goroutines started because none was idle.
 	overflow atomic.Int64
 }
@@ -55,15 +60,30 @@ func (f taskFunc) run() { f() }
 // newPool starts size goroutines that live until Close.
 func newPool(size int) *pool {
 	p := &pool{tasks: make(chan task), done: make(chan struct{})}
-	p.wg.Add(size)
+	p.ended = sync.NewCond(&p.mu)
+	p.started(size)
 	for range size {
 		go p.work()
 	}
 	return p
 }
 
+// started counts n goroutines about to start; each calls exited as it ends.
+func (p *pool) started(n int) {
+	p.wg.Add(n)
+	p.live.Add(int64(n))
+}
+
+func (p *pool) exited() {
+	p.mu.Lock()
+	p.live.Add(-1)
+	p.mu.Unlock()
+	p.ended.Broadcast()
+	p.wg.Done()
+}
+
 func (p *pool) work() {
-	defer p.wg.Done()
+	defer p.exited()
 	for {
 		select {
 		case t := <-p.tasks:
@@ -84,9 +104,9 @@ func (p *pool) Run(t task) {
 	case p.tasks <- t:
 	default:
 		p.overflow.Add(1)
-		p.wg.Add(1)
+		p.started(1)
 		go func() {
-			defer p.wg.Done()
+			defer p.exited()
 			runChain(t)
 		}()
 	}
@@ -97,10 +117,10 @@ func (p *pool) Run(t task) {
 // (protoactor's default), so the burst does not grow a fresh stack again
 // (stack growth under the log line alone was 4% of the worker's CPU in the
 // throughput benchmark; in the router, decoding a job on a fresh stack
-// was a third of its cost per job). The tenants' mailboxes use the
-// send pool. The router's has a pool of its own (Config.inbox): the
-// router closes the send pool when it stops, which waits for every
-// pooled goroutine, and so cannot wait for the one it runs on.
+// was a third of its cost per job). The router's mailbox and the tenants'
+// share the pool that runs sends and settlements: one goroutine can then
+// carry a job from the router through its tenant to its send
+// (mailbox.runNext), and any of them has grown its stack already.
 type mailboxes struct{ p *pool }
 
 // mailboxThroughput is how many messages a mailbox handles before it
@@ -118,10 +138,16 @@ func (p *pool) Close() {
 	p.wg.Wait()
 }
 
-// Release lets the pooled goroutines end once they are idle, without
-// waiting for them: for a pool whose caller runs on one of them.
-func (p *pool) Release() {
+// CloseFromTask is Close for a caller running on one of the pool's own
+// goroutines (the router, when it stops): it waits for every other one
+// to end, as its own cannot before it returns.
+func (p *pool) CloseFromTask() {
 	p.once.Do(func() { close(p.done) })
+	p.mu.Lock()
+	for p.live.Load() > 1 {
+		p.ended.Wait()
+	}
+	p.mu.Unlock()
 }
 
 // lanes runs tasks in order within a lane, one at a time, and the lanes side

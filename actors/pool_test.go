@@ -81,6 +81,38 @@ func TestPool(t *testing.T) {
 			assert.EqualValues(t, 5, finished.Load())
 		})
 	})
+	t.Run("CloseFromTaskWaitsForEveryOtherGoroutine", func(t *testing.T) {
+		// The router stops on one of the pool's goroutines: Close would
+		// wait for that one too, for ever.
+		synctest.Test(t, func(t *testing.T) {
+			p := newPool(2)
+			release := make(chan struct{})
+			var finished atomic.Int32
+			for range 3 { // two on the pool's goroutines, one of its own
+				p.Go(func() {
+					<-release
+					finished.Add(1)
+				})
+			}
+			closed := make(chan struct{})
+			var left int64
+			p.Go(func() { // a fourth: started for it, as the router's is
+				p.CloseFromTask()
+				left = p.live.Load()
+				close(closed)
+			})
+			synctest.Wait()
+			select {
+			case <-closed:
+				t.Fatal("CloseFromTask returned while tasks were still running")
+			default:
+			}
+			close(release)
+			<-closed
+			assert.EqualValues(t, 3, finished.Load())
+			assert.EqualValues(t, 1, left, "only the closing task's goroutine was left")
+		})
+	})
 	t.Run("StillRunsTasksAfterClose", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			p := newPool(1)

@@ -26,6 +26,7 @@ type tenantEntry struct {
 	cfg   config.Tenant
 	state *TenantState // created on first use, kept for the process's life
 	pid   *actor.PID
+	mb    *mailbox // pid's, while pid is set
 	// dispatched counts the messages that change the tenant's state sent
 	// to its actors (see counted), to tell whether a passivation request
 	// raced one (see passivate).
@@ -67,6 +68,9 @@ type routerState struct {
 	acquiredAt map[int]time.Time
 	// slab is where tenants' states are made (see stateSlab).
 	slab stateSlab
+	// mb is the router's mailbox, which hands its goroutine on to a
+	// tenant's (see sendToTenant).
+	mb *mailbox
 }
 
 // router is one incarnation of the router actor. Supervision makes a new
@@ -89,13 +93,12 @@ func NewRouterProps(cfg Config) *actor.Props {
 	deps := &cfg
 	deps.withDefaults()
 	deps.pool = newPool(max(16, 2*deps.Prefetch))
-	deps.inbox = newPool(1)
 	deps.lanes = newLanes(deps.pool, moveLanes)
 	deps.held = new(atomic.Int64)
 	deps.holders = new(atomic.Int64)
 	deps.crowded = new(atomic.Pointer[map[int32]bool])
 	st := &routerState{deps: deps, epoch: newEpoch(), tenants: map[string]*tenantEntry{}, owned: map[int]bool{},
-		acquiredAt: map[int]time.Time{}}
+		acquiredAt: map[int]time.Time{}, mb: new(mailbox)}
 	for _, t := range cfg.Tenants {
 		e := &tenantEntry{cfg: t}
 		if deps.Shards != nil {
@@ -108,8 +111,8 @@ func NewRouterProps(cfg Config) *actor.Props {
 	st.countShardMates()
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &router{routerState: st, byPID: map[string]*tenantEntry{}}
-	}, actor.WithSupervisor(actor.NewRestartingStrategy()), actor.WithDispatcher(mailboxes{deps.inbox}),
-		actor.WithMailbox(newMailbox))
+	}, actor.WithSupervisor(actor.NewRestartingStrategy()), actor.WithDispatcher(mailboxes{deps.pool}),
+		actor.WithMailbox(func() actor.Mailbox { return st.mb }))
 }
 
 func (r *router) Receive(ctx actor.Context) {
@@ -120,9 +123,8 @@ func (r *router) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		// Nothing is sent or settled after the router: wait for what
 		// runs (bounded by Config.Context) and end the pool's goroutines.
-		// The inbox's goroutine is this one: it ends after this burst.
-		r.deps.pool.Close()
-		r.deps.inbox.Release()
+		// This one is among them: it ends after this burst.
+		r.deps.pool.CloseFromTask()
 	case *messages.Deliver:
 		r.deliver(ctx, msg)
 	case *messages.ListTenants:
@@ -151,7 +153,7 @@ func (r *router) Receive(ctx actor.Context) {
 // are kept), so every tenant starts a new actor on its next message.
 func (r *router) started(ctx actor.Context) {
 	for _, e := range r.tenants {
-		e.pid, e.stopping, e.stoppingInfo = nil, nil, nil
+		e.pid, e.mb, e.stopping, e.stoppingInfo = nil, nil, nil, nil
 		if e.state != nil {
 			e.dispatched = e.state.received
 		}
@@ -202,7 +204,7 @@ func (r *router) passivate(ctx actor.Context, msg *passivate) {
 	if !ok || e.pid == nil || !e.pid.Equal(msg.pid) || e.dispatched != msg.received {
 		return
 	}
-	e.pid, e.stopping, e.stoppingInfo = nil, msg.pid, msg.info
+	e.pid, e.mb, e.stopping, e.stoppingInfo = nil, nil, msg.pid, msg.info
 	ctx.Stop(msg.pid)
 }
 
@@ -254,7 +256,13 @@ func (r *router) sendToTenant(ctx actor.Context, e *tenantEntry, msg any, sender
 		ctx.RequestWithCustomSender(pid, msg, sender)
 		return
 	}
-	ctx.Send(pid, msg)
+	// What ctx.Send(pid, msg) does, but when the tenant's mailbox was
+	// idle and nothing waits in the router's, this goroutine runs it once
+	// the router's is let go, rather than waking another: one hand-off
+	// less a job (mailbox.runNext).
+	if t := e.mb.claim(msg); t != nil && !r.mb.runNext(t) {
+		r.deps.pool.Run(t)
+	}
 }
 
 // deliver decodes and validates one delivery and forwards it to its tenant,
@@ -480,12 +488,14 @@ func (r *router) spawn(ctx actor.Context, e *tenantEntry) *actor.PID {
 		return e.pid
 	}
 	st := r.ensureState(e)
-	pid, err := ctx.SpawnNamed(newTenantProps(st, r.deps), "tenant-"+e.cfg.ID)
+	props, mb := newTenantProps(st, r.deps)
+	pid, err := ctx.SpawnNamed(props, "tenant-"+e.cfg.ID)
 	if err != nil {
 		// The name is taken only if an actor of this tenant still exists.
-		pid = ctx.Spawn(newTenantProps(st, r.deps))
+		props, mb = newTenantProps(st, r.deps)
+		pid = ctx.Spawn(props)
 	}
-	e.pid = pid
+	e.pid, e.mb = pid, mb
 	r.byPID[pid.Id] = e
 	return pid
 }
@@ -536,7 +546,7 @@ func (r *router) reject(ctx actor.Context, msg *messages.Deliver, reason, detail
 			Status: messages.StatusDeadLettered, Reason: reason, Attempts: state.Attempts,
 			At: messages.FormatTime(now),
 		}
-		msgs = append(msgs, b.ResultMessage(res.Status, res.Marshal()))
+		msgs = append(msgs, b.ResultMessage(res.Status, res.Marshal(), now))
 	}
 	work, log := r.deps.Context, r.deps.Logger
 	r.deps.pool.Go(func() {

@@ -32,8 +32,8 @@ func newBenchBroker(settled chan struct{}) benchBroker {
 	}}, broker.NewTopology("jobs", "results")}
 }
 
-func (b benchBroker) ResultMessage(status string, body []byte) broker.Message {
-	return b.topo.ResultMessage(status, body)
+func (b benchBroker) ResultMessage(status string, body []byte, at time.Time) broker.Message {
+	return b.topo.ResultMessage(status, body, at)
 }
 
 // benchSender is a Meta that accepts every message at once.

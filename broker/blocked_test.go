@@ -28,7 +28,7 @@ func TestResourceAlarmBoundsPublishesAndLosesNothing(t *testing.T) {
 		ConfirmTimeout: 2 * time.Second, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	require.NoError(t, err)
 	require.NoError(t, b.Publish(context.Background(), broker.Message{Key: topo.Queue,
-		Publishing: b.ResultMessage("x", []byte(`{"job":1}`)).Publishing}))
+		Publishing: b.ResultMessage("x", []byte(`{"job":1}`), time.Now()).Publishing}))
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan *broker.Delivery)
 	running := make(chan struct{})
@@ -39,7 +39,7 @@ func TestResourceAlarmBoundsPublishesAndLosesNothing(t *testing.T) {
 	t.Cleanup(func() { node.Ctl("set_vm_memory_high_watermark", "0.4") })
 	require.Eventually(t, func() bool { return strings.Contains(node.Ctl("eval", "rabbit_alarm:get_alarms()."), "memory") },
 		30*time.Second, 100*time.Millisecond, "the memory alarm is on")
-	result := b.ResultMessage("sent", []byte(`{"status":"sent"}`))
+	result := b.ResultMessage("sent", []byte(`{"status":"sent"}`), time.Now())
 
 	// RabbitMQ announces connection.blocked only when a blocked
 	// connection next publishes, and then stops reading it: this first

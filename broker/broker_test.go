@@ -65,7 +65,7 @@ func TestSettleAcksOnlyAfterConfirm(t *testing.T) {
 	testkit.Publish(t, ch, topo.Queue, []byte(`{"n":1}`), amqp.Table{"x-keep": "yes"})
 	d := next(t, in)
 	require.NoError(t, b.Settle(context.Background(), d,
-		b.ResultMessage("sent", []byte(`{"ok":true}`)),
+		b.ResultMessage("sent", []byte(`{"ok":true}`), time.Now()),
 		b.DeadLetterMessage(d, map[string]any{"x-dlq-reason": "test", "x-keep": nil})))
 	res := testkit.Collect(t, ch, topo.ResultsQueue(), 1, 5*time.Second)[0]
 	assert.Equal(t, "sent", res.RoutingKey)
@@ -158,7 +158,7 @@ func TestRunFuncHandsEachDeliveryInOrder(t *testing.T) {
 	for i := range n {
 		d := next(t, got)
 		assert.Equal(t, fmt.Sprintf(`{"n":%d}`, i), string(d.Body))
-		require.NoError(t, b.Settle(context.Background(), d, b.ResultMessage("sent", d.Body)))
+		require.NoError(t, b.Settle(context.Background(), d, b.ResultMessage("sent", d.Body, time.Now())))
 	}
 	assert.Len(t, testkit.Collect(t, ch, topo.ResultsQueue(), n, 5*time.Second), n)
 	assert.Eventually(t, func() bool { return b.Unsettled() == 0 }, 5*time.Second, 10*time.Millisecond)

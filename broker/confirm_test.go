@@ -62,7 +62,7 @@ func TestHeldQuorumConfirmHoldsBackNoLaterPublish(t *testing.T) {
 	require.Eventually(t, func() bool { return broker.PendingPublishes(b) == 1 }, 10*time.Second, time.Millisecond,
 		"the deferral is written before the publishes below")
 
-	require.NoError(t, b.Publish(ctx, b.ResultMessage("sent", []byte(`{"job":"b-1"}`))),
+	require.NoError(t, b.Publish(ctx, b.ResultMessage("sent", []byte(`{"job":"b-1"}`), time.Now())),
 		"a result published after the held deferral is confirmed on its own")
 	require.NoError(t, b.Publish(ctx, topo.DeadLetterMessage(job, map[string]any{"x-dlq-reason": "test"})),
 		"so is a dead letter")
@@ -93,7 +93,7 @@ func TestReturnsMatchTheirPublishesUnderConcurrency(t *testing.T) {
 	done := make(chan int)
 	for i := range n {
 		go func() {
-			m := b.ResultMessage("sent", []byte(fmt.Sprintf(`{"n":%d}`, i)))
+			m := b.ResultMessage("sent", []byte(fmt.Sprintf(`{"n":%d}`, i)), time.Now())
 			if i%3 == 0 {
 				m = broker.Message{Key: "no.such.queue." + topo.Queue, Publishing: m.Publishing}
 			}

@@ -57,7 +57,7 @@ func TestSettlingAStaleDeliveryPublishesNothing(t *testing.T) {
 	<-done
 	require.NoError(t, b.Close()) // closes d's channel; d goes back to the queue
 
-	err := b.Settle(context.Background(), d, b.ResultMessage("sent", []byte(`{"n":1}`)))
+	err := b.Settle(context.Background(), d, b.ResultMessage("sent", []byte(`{"n":1}`), time.Now()))
 	require.ErrorIs(t, err, broker.ErrStaleDelivery)
 	assert.Zero(t, b.Unsettled())
 	assert.Zero(t, testkit.Depth(t, ch, topo.ResultsQueue()), "no result for a job that comes back")

@@ -10,12 +10,12 @@ import (
 )
 
 // ResultMessage is a result event for the results exchange, routed by its
-// status.
-func (t Topology) ResultMessage(status string, body []byte) Message {
+// status, stamped at (the time its body gives as "at").
+func (t Topology) ResultMessage(status string, body []byte, at time.Time) Message {
 	return Message{Exchange: t.ResultsExchange, Key: status, Publishing: amqp.Publishing{
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent,
-		Timestamp:    time.Now(),
+		Timestamp:    at,
 		Body:         body,
 	}}
 }
@@ -48,8 +48,8 @@ func (t Topology) DeadLetterMessage(d *Delivery, headers map[string]any) Message
 // (messages.Delivery), which must be one this package handed out.
 
 // ResultMessage is Topology.ResultMessage for this broker's topology.
-func (b *Broker) ResultMessage(status string, body []byte) Message {
-	return b.opts.Topology.ResultMessage(status, body)
+func (b *Broker) ResultMessage(status string, body []byte, at time.Time) Message {
+	return b.opts.Topology.ResultMessage(status, body, at)
 }
 
 // DeferMessage is Topology.DeferMessage for this broker's topology.

@@ -89,7 +89,7 @@ func NewFakeDelivery(body []byte, headers map[string]any) *messages.Deliver {
 
 var _ interface {
 	Settle(ctx context.Context, d messages.Delivery, msgs ...broker.Message) error
-	ResultMessage(status string, body []byte) broker.Message
+	ResultMessage(status string, body []byte, at time.Time) broker.Message
 	DeferMessage(d messages.Delivery, wait time.Duration, headers map[string]any) broker.Message
 	RequeueMessage(d messages.Delivery, headers map[string]any) broker.Message
 	DeadLetterMessage(d messages.Delivery, headers map[string]any) broker.Message
@@ -127,8 +127,8 @@ func mark(m broker.Message, k Kind) broker.Message {
 }
 
 // ResultMessage builds a result as the real broker does.
-func (b *FakeBroker) ResultMessage(status string, body []byte) broker.Message {
-	return mark(b.topology().ResultMessage(status, body), KindResult)
+func (b *FakeBroker) ResultMessage(status string, body []byte, at time.Time) broker.Message {
+	return mark(b.topology().ResultMessage(status, body, at), KindResult)
 }
 
 // DeferMessage builds a deferred copy as the real broker does, noting the wait.

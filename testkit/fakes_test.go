@@ -20,7 +20,7 @@ func TestFakeBroker(t *testing.T) {
 	t.Run("BuildsTheRealBrokersMessagesAndRecordsSettlements", func(t *testing.T) {
 		b := &testkit.FakeBroker{}
 		d := testkit.NewFakeDelivery([]byte(`{"job":1}`), map[string]any{"x-attempts": int64(2)})
-		res := b.ResultMessage(messages.StatusSent, []byte(`{"tenantId":"acme","internalId":"j1","status":"sent"}`))
+		res := b.ResultMessage(messages.StatusSent, []byte(`{"tenantId":"acme","internalId":"j1","status":"sent"}`), time.Now())
 		dl := b.DeadLetterMessage(d.Delivery, map[string]any{messages.HeaderDLQReason: "poison"})
 		require.NoError(t, b.Settle(context.Background(), d.Delivery, res, dl))
 
