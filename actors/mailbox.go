@@ -44,9 +44,6 @@ const (
 	mailboxRunning
 )
 
-// newMailbox is the actor.MailboxProducer of mailbox.
-func newMailbox() actor.Mailbox { return new(mailbox) }
-
 func (m *mailbox) PostUserMessage(msg any)   { m.post(&m.user, &m.users, msg) }
 func (m *mailbox) PostSystemMessage(msg any) { m.post(&m.system, &m.systems, msg) }
 

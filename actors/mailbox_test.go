@@ -68,7 +68,7 @@ func (d *heldDispatcher) runAll() int {
 
 func TestMailboxKeepsProtoactorsRules(t *testing.T) {
 	newBox := func() (*mailbox, *recordingInvoker, *heldDispatcher) {
-		m, inv, d := newMailbox().(*mailbox), &recordingInvoker{}, &heldDispatcher{}
+		m, inv, d := new(mailbox), &recordingInvoker{}, &heldDispatcher{}
 		m.RegisterHandlers(inv, d)
 		return m, inv, d
 	}
@@ -132,7 +132,7 @@ func TestMailboxKeepsProtoactorsRules(t *testing.T) {
 func TestMailboxUnderConcurrentPosts(t *testing.T) {
 	const posters, each = 8, 2000
 	inv := &recordingInvoker{}
-	m := newMailbox().(*mailbox)
+	m := new(mailbox)
 	var bursts sync.WaitGroup
 	m.RegisterHandlers(inv, goDispatcher{&bursts})
 	var wg sync.WaitGroup
@@ -217,7 +217,7 @@ func (n *nextInvoker) InvokeUserMessage(msg any) {
 // goroutine that ran the mailbox once the mailbox is idle again.
 func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
 	newBox := func(p *pool) (*mailbox, *nextInvoker) {
-		m := newMailbox().(*mailbox)
+		m := new(mailbox)
 		inv := &nextInvoker{m: m}
 		m.RegisterHandlers(inv, mailboxes{p})
 		return m, inv
@@ -254,7 +254,7 @@ func TestMailboxHandsItsGoroutineOnToTheTaskAHandlerLeft(t *testing.T) {
 		assert.Equal(t, 1, ran)
 	})
 	t.Run("NotWithoutAPool", func(t *testing.T) {
-		m := newMailbox().(*mailbox)
+		m := new(mailbox)
 		inv := &nextInvoker{m: m, run: taskFunc(func() {})}
 		d := &heldDispatcher{}
 		m.RegisterHandlers(inv, d)

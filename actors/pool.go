@@ -16,12 +16,11 @@ type pool struct {
 	tasks chan task
 	done  chan struct{}
 	once  sync.Once
-	wg    sync.WaitGroup // every goroutine: pooled and overflow
-	// live counts the same goroutines as wg, for CloseFromTask; mu and
-	// ended tell it when one ends.
-	live  atomic.Int64
+	// live counts every goroutine, pooled and overflow; ended tells Close
+	// and CloseFromTask, under mu, when one ends.
 	mu    sync.Mutex
-	ended *sync.Cond
+	live  int
+	ended sync.Cond
 	// overflow counts the goroutines started because none was idle.
 	overflow atomic.Int64
 }
@@ -60,7 +59,7 @@ func (f taskFunc) run() { f() }
 // newPool starts size goroutines that live until Close.
 func newPool(size int) *pool {
 	p := &pool{tasks: make(chan task), done: make(chan struct{})}
-	p.ended = sync.NewCond(&p.mu)
+	p.ended.L = &p.mu
 	p.started(size)
 	for range size {
 		go p.work()
@@ -70,16 +69,27 @@ func newPool(size int) *pool {
 
 // started counts n goroutines about to start; each calls exited as it ends.
 func (p *pool) started(n int) {
-	p.wg.Add(n)
-	p.live.Add(int64(n))
+	p.mu.Lock()
+	p.live += n
+	p.mu.Unlock()
 }
 
 func (p *pool) exited() {
 	p.mu.Lock()
-	p.live.Add(-1)
+	p.live--
 	p.mu.Unlock()
 	p.ended.Broadcast()
-	p.wg.Done()
+}
+
+// closeLeaving ends the pooled goroutines once they are idle and waits
+// until no more than left goroutines are running.
+func (p *pool) closeLeaving(left int) {
+	p.once.Do(func() { close(p.done) })
+	p.mu.Lock()
+	for p.live > left {
+		p.ended.Wait()
+	}
+	p.mu.Unlock()
 }
 
 func (p *pool) work() {
@@ -133,22 +143,12 @@ func (mailboxes) Throughput() int      { return mailboxThroughput }
 // Close ends the pooled goroutines once they are idle and waits for every
 // task to finish. Tasks are bounded by the context they were given, so
 // cancelling it first makes Close prompt.
-func (p *pool) Close() {
-	p.once.Do(func() { close(p.done) })
-	p.wg.Wait()
-}
+func (p *pool) Close() { p.closeLeaving(0) }
 
 // CloseFromTask is Close for a caller running on one of the pool's own
 // goroutines (the router, when it stops): it waits for every other one
 // to end, as its own cannot before it returns.
-func (p *pool) CloseFromTask() {
-	p.once.Do(func() { close(p.done) })
-	p.mu.Lock()
-	for p.live.Load() > 1 {
-		p.ended.Wait()
-	}
-	p.mu.Unlock()
-}
+func (p *pool) CloseFromTask() { p.closeLeaving(1) }
 
 // lanes runs tasks in order within a lane, one at a time, and the lanes side
 // by side on a pool: the intake's moves to one shard are published in the

@@ -95,10 +95,12 @@ func TestPool(t *testing.T) {
 				})
 			}
 			closed := make(chan struct{})
-			var left int64
+			var left int
 			p.Go(func() { // a fourth: started for it, as the router's is
 				p.CloseFromTask()
-				left = p.live.Load()
+				p.mu.Lock()
+				left = p.live
+				p.mu.Unlock()
 				close(closed)
 			})
 			synctest.Wait()
