@@ -319,15 +319,11 @@ func (b *Broker) hand(ctx context.Context, c *consumer, d amqp.Delivery, out sin
 	del := &Delivery{
 		Body:        d.Body,
 		Headers:     d.Headers,
-		ContentType: d.ContentType,
-		MessageID:   d.MessageId,
 		Redelivered: d.Redelivered,
-		ReceivedAt:  time.Now(),
-		Timestamp:   d.Timestamp,
 		Shard:       c.shard,
 		tag:         d.DeliveryTag,
 		ch:          c.ch,
-		props:       d,
+		props:       propsOf(&d),
 		tracker:     count,
 		inHand:      c.inHand,
 	}
@@ -488,7 +484,7 @@ func (b *Broker) finish(d *Delivery, err error) error {
 	}
 	if d.ch != nil {
 		// Remembered before the ack, which the broker may never see.
-		b.settled.add(fingerprint(d.props))
+		b.settled.add(d.fingerprint())
 	}
 	return d.Ack()
 }

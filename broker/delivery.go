@@ -22,24 +22,35 @@ var ErrStaleDelivery = errors.New("delivery's channel is closed; the broker will
 type Delivery struct {
 	Body        []byte
 	Headers     amqp.Table
-	ContentType string
-	MessageID   string
 	Redelivered bool
-	Timestamp   time.Time
-	// ReceivedAt is when the worker took the delivery from the broker.
-	ReceivedAt time.Time
-
 	// Shard is the shard queue it came from, or -1 for the intake.
 	Shard int
 
 	tag     uint64
 	ch      *amqp.Channel
-	props   amqp.Delivery
+	props   props
 	tracker *tracker
 	// inHand counts the deliveries of its consumer not yet settled, so a
 	// shard is let go only once they are (nil for NewDelivery's).
 	inHand *tracker
 	done   atomic.Bool
+}
+
+// props are the properties a producer set that a copy of the delivery
+// carries on (Copy) and that identify it (fingerprint): a third of the
+// size of the amqp.Delivery they come from, which is kept for every job
+// in hand.
+type props struct {
+	contentType, contentEncoding, correlationID, replyTo string
+	messageID, typ, userID, appID                        string
+	timestamp                                            time.Time
+	priority                                             uint8
+}
+
+func propsOf(d *amqp.Delivery) props {
+	return props{contentType: d.ContentType, contentEncoding: d.ContentEncoding, correlationID: d.CorrelationId,
+		replyTo: d.ReplyTo, messageID: d.MessageId, typ: d.Type, userID: d.UserId, appID: d.AppId,
+		timestamp: d.Timestamp, priority: d.Priority}
 }
 
 // routeKey is the shards exchange's key back to where d came from.
@@ -152,20 +163,20 @@ func (d *Delivery) Copy(exchange, key string, headers map[string]any) Message {
 	delete(h, "x-last-death-queue")
 	delete(h, "x-last-death-reason")
 	delete(h, pubIDHeader)
-	p := d.props
+	p := &d.props
 	return Message{Exchange: exchange, Key: key, Publishing: amqp.Publishing{
 		Headers:         h,
-		ContentType:     p.ContentType,
-		ContentEncoding: p.ContentEncoding,
+		ContentType:     p.contentType,
+		ContentEncoding: p.contentEncoding,
 		DeliveryMode:    amqp.Persistent,
-		Priority:        p.Priority,
-		CorrelationId:   p.CorrelationId,
-		ReplyTo:         p.ReplyTo,
-		MessageId:       p.MessageId,
-		Timestamp:       p.Timestamp,
-		Type:            p.Type,
-		UserId:          p.UserId,
-		AppId:           p.AppId,
+		Priority:        p.priority,
+		CorrelationId:   p.correlationID,
+		ReplyTo:         p.replyTo,
+		MessageId:       p.messageID,
+		Timestamp:       p.timestamp,
+		Type:            p.typ,
+		UserId:          p.userID,
+		AppId:           p.appID,
 		Body:            d.Body,
 	}}
 }
@@ -218,22 +229,31 @@ func (r *settledSet) contains(key string) bool {
 // never matches another. Two identical messages from a producer do match:
 // they are the same job, with the same internalId, and one result is right.
 func fingerprint(d amqp.Delivery) string {
+	return fingerprintOf(d.Body, d.Headers, d.MessageId, d.CorrelationId, d.Timestamp)
+}
+
+// fingerprint is the fingerprint of the amqp.Delivery d came from.
+func (d *Delivery) fingerprint() string {
+	return fingerprintOf(d.Body, d.Headers, d.props.messageID, d.props.correlationID, d.props.timestamp)
+}
+
+func fingerprintOf(body []byte, headers amqp.Table, messageID, correlationID string, timestamp time.Time) string {
 	// One buffer hashed at once: a hash.Hash and fmt's printing of an
 	// empty header table cost more than the hashing (every job is
 	// fingerprinted when it is settled).
 	buf := make([]byte, 0, 512)
-	buf = append(buf, d.Body...)
+	buf = append(buf, body...)
 	buf = append(buf, 0)
-	if len(d.Headers) > 0 {
+	if len(headers) > 0 {
 		// fmt prints maps sorted by key, nested tables included.
-		buf = fmt.Appendf(buf, "%v", map[string]any(d.Headers))
+		buf = fmt.Appendf(buf, "%v", map[string]any(headers))
 	}
 	buf = append(buf, 0)
-	buf = append(buf, d.MessageId...)
+	buf = append(buf, messageID...)
 	buf = append(buf, 0)
-	buf = append(buf, d.CorrelationId...)
+	buf = append(buf, correlationID...)
 	buf = append(buf, 0)
-	buf = strconv.AppendInt(buf, d.Timestamp.UnixNano(), 10)
+	buf = strconv.AppendInt(buf, timestamp.UnixNano(), 10)
 	sum := sha256.Sum256(buf)
 	return string(sum[:])
 }
@@ -241,5 +261,5 @@ func fingerprint(d amqp.Delivery) string {
 // NewDelivery builds a Delivery that is not attached to a channel (Ack and
 // Requeue do nothing); for tests and benchmarks of code above the broker.
 func NewDelivery(body []byte, headers amqp.Table) *Delivery {
-	return &Delivery{Body: body, Headers: headers, ReceivedAt: time.Now(), props: amqp.Delivery{Body: body, Headers: headers}, Shard: -1}
+	return &Delivery{Body: body, Headers: headers, Shard: -1}
 }

@@ -15,7 +15,7 @@ func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
 	again := orig
 	again.DeliveryTag, again.Redelivered = 99, true
 	again.Headers = amqp.Table{"a": amqp.Table{"x": []any{"p", int32(3)}, "y": "1"}, "b": int64(2)}
-	copied := (&Delivery{Body: orig.Body, Headers: orig.Headers, props: orig}).Copy("", "q.delay.1s",
+	copied := (&Delivery{Body: orig.Body, Headers: orig.Headers, props: propsOf(&orig)}).Copy("", "q.delay.1s",
 		map[string]any{"x-not-before": int64(5)}).Publishing
 
 	t.Run("RedeliveryMatchesItsOriginal", func(t *testing.T) {
@@ -64,6 +64,26 @@ func TestSettledDeliveryIsRecognisedWhenItComesBack(t *testing.T) {
 		assert.True(t, r.contains("4"), "added again since")
 		assert.True(t, r.contains(fmt.Sprint(settledMax+4)))
 		assert.LessOrEqual(t, len(r.keys), settledMax)
+	})
+}
+
+// A delivery keeps of its amqp.Delivery only what a copy carries on and
+// what identifies it; both must come through whole.
+func TestDeliveryKeepsTheProducersProperties(t *testing.T) {
+	orig := amqp.Delivery{Body: []byte(`{"job":4}`), Headers: amqp.Table{"k": "v"}, ContentType: "application/json",
+		ContentEncoding: "identity", Priority: 3, CorrelationId: "c1", ReplyTo: "r1", MessageId: "m1",
+		Timestamp: time.Unix(1700000000, 0), Type: "t1", UserId: "u1", AppId: "a1", DeliveryTag: 7}
+	d := &Delivery{Body: orig.Body, Headers: orig.Headers, props: propsOf(&orig)}
+
+	t.Run("ItsFingerprintIsTheOneItsRedeliveryIsCheckedBy", func(t *testing.T) {
+		assert.Equal(t, fingerprint(orig), d.fingerprint())
+	})
+	t.Run("ACopyCarriesEveryPropertyOn", func(t *testing.T) {
+		p := d.Copy("x", "k", nil).Publishing
+		assert.Equal(t, amqp.Publishing{Headers: amqp.Table{"k": "v"}, ContentType: "application/json",
+			ContentEncoding: "identity", DeliveryMode: amqp.Persistent, Priority: 3, CorrelationId: "c1",
+			ReplyTo: "r1", MessageId: "m1", Timestamp: time.Unix(1700000000, 0), Type: "t1", UserId: "u1",
+			AppId: "a1", Body: orig.Body}, p)
 	})
 }
 
