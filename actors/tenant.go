@@ -609,11 +609,10 @@ func (a *tenantActor) complete(m *messages.Dispatch, res messages.Result, now ti
 }
 
 func (a *tenantActor) resultMessage(m *messages.Dispatch, res messages.Result, now time.Time) broker.Message {
-	res.TenantID, res.InternalID, res.Metadata = m.Job.TenantID, m.Job.InternalID, m.Job.Metadata
 	if !m.State.FirstSeen.IsZero() {
 		res.DurationMs = now.Sub(m.State.FirstSeen).Milliseconds()
 	}
-	return a.deps.Broker.ResultMessage(res.Status, res.MarshalAt(now), now)
+	return a.deps.Broker.ResultMessage(res.Status, res.MarshalFor(&m.Job, now), now)
 }
 
 // fail reports a permanent error: a failed result, and the job to the DLQ.

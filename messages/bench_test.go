@@ -58,8 +58,9 @@ func BenchmarkReadJobState(b *testing.B) {
 	}
 }
 
-// BenchmarkResultMarshal encodes a sent job's result: Marshal, and
-// encoding/json's reflection for comparison.
+// BenchmarkResultMarshal encodes a sent job's result: Marshal, MarshalFor
+// (as the tenant writes its decoded job's result: the metadata is not
+// checked again) and encoding/json's reflection for comparison.
 func BenchmarkResultMarshal(b *testing.B) {
 	r := Result{TenantID: "acme", InternalID: "order-12345", Status: StatusSent, WAMID: "wamid.HBgLMTU1NTAwMDAwMDEVAgARGBI",
 		Attempts: 1, DurationMs: 312, At: "2026-11-27T10:30:00.123Z", Metadata: json.RawMessage(`{"tenantId":"acme","internalId":"order-12345"}`)}
@@ -67,6 +68,32 @@ func BenchmarkResultMarshal(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = r.Marshal()
+		}
+	})
+	b.Run("MarshalForDecodedJob", func(b *testing.B) {
+		job, err := DecodeJob([]byte(benchJob))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := r
+		r.At = ""
+		at := time.UnixMilli(1764239400123)
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = r.MarshalFor(&job, at)
+		}
+	})
+	b.Run("MarshalAtDecodedJob", func(b *testing.B) {
+		job, err := DecodeJob([]byte(benchJob))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := r
+		r.At, r.TenantID, r.InternalID, r.Metadata = "", job.TenantID, job.InternalID, job.Metadata
+		at := time.UnixMilli(1764239400123)
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = r.MarshalAt(at)
 		}
 	})
 	b.Run("EncodingJSON", func(b *testing.B) {

@@ -69,6 +69,9 @@ type Job struct {
 	// To is wabaPayload.to, the recipient: a tenant's jobs to one
 	// recipient are sent one at a time, in order.
 	To string
+	// decoded is set on a job DecodeJob returned, whose Metadata it found
+	// valid JSON: its result need not check it again (MarshalFor).
+	decoded bool
 }
 
 // Identity is what a result needs to name a job. A job whose identity cannot
@@ -143,7 +146,7 @@ func decodeJob(body []byte) (Job, error) {
 	if err != nil {
 		return Job{}, &InvalidJobError{Reason: ReasonInvalidJob, Detail: err.Error(), Identity: id}
 	}
-	return Job{TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata, Payload: env.WABAPayload, To: to}, nil
+	return Job{TenantID: id.TenantID, InternalID: id.InternalID, Metadata: id.Metadata, Payload: env.WABAPayload, To: to, decoded: true}, nil
 }
 
 // decodeIdentity returns the identity whenever tenantId and internalId are

@@ -121,3 +121,27 @@ func TestResultMarshalIsEncodingJSONs(t *testing.T) {
 		require.Equal(t, string(withAt.marshalJSON()), string(r.MarshalAt(at)), "%#v at %v", r, at)
 	}
 }
+
+// MarshalFor writes the result of a job as MarshalAt writes it with the
+// job's identity and metadata, whether the job was decoded (its metadata
+// then not checked again) or built by hand (checked, and left out when it
+// is not JSON).
+func TestResultMarshalForAJob(t *testing.T) {
+	at := time.UnixMilli(1764239400123)
+	res := Result{Status: StatusSent, WAMID: "wamid.X", Attempts: 1, DurationMs: 7}
+	for _, meta := range []string{`{"tenantId":"acme","internalId":"j1"}`, `{"tenantId":"acme","internalId":"j1","n":[1,{"b":null}]}`,
+		`{ "tenantId": "acme", "internalId": "j1" }`, `{"tenantId":"acme","internalId":"j1","a":"<b>&"}`,
+		`{"tenantId":"acme","internalId":"j1","a":"é\u00e9"}`} {
+		job, err := DecodeJob([]byte(`{"metadata":` + meta + `,"wabaPayload":{"messaging_product":"whatsapp","to":"1555","type":"text"}}`))
+		require.NoError(t, err)
+		want := res
+		want.TenantID, want.InternalID, want.Metadata = job.TenantID, job.InternalID, job.Metadata
+		assert.Equal(t, string(want.MarshalAt(at)), string(res.MarshalFor(&job, at)), meta)
+	}
+	for _, meta := range []string{`{"a":1}`, `{"a":1`, `[1,,2]`, `"s`} {
+		job := Job{TenantID: "acme", InternalID: "j1", Metadata: json.RawMessage(meta)}
+		want := res
+		want.TenantID, want.InternalID, want.Metadata, want.At = "acme", "j1", job.Metadata, FormatTime(at)
+		assert.Equal(t, string(want.marshalJSON()), string(res.MarshalFor(&job, at)), meta)
+	}
+}

@@ -86,7 +86,7 @@ func scanJob(body []byte) (Job, bool) {
 	// One string for the ids and the recipient.
 	ids := string(tenantID) + string(internalID) + string(to)
 	job := Job{TenantID: ids[:len(tenantID)], InternalID: ids[len(tenantID) : len(tenantID)+len(internalID)],
-		To: ids[len(tenantID)+len(internalID):]}
+		To: ids[len(tenantID)+len(internalID):], decoded: true}
 	if !ValidTenantID(job.TenantID) || !validInternalID(job.InternalID) {
 		return Job{}, false
 	}

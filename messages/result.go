@@ -38,10 +38,20 @@ func (r Result) Marshal() []byte { return r.MarshalAt(time.Time{}) }
 // MarshalAt is Marshal with At, when it is empty, written from at (as
 // FormatTime writes it) straight into the encoding: one string fewer per
 // result.
-func (r Result) MarshalAt(at time.Time) []byte {
+func (r Result) MarshalAt(at time.Time) []byte { return r.marshalAt(at, false) }
+
+// MarshalFor is MarshalAt for the result of job j: its tenant, internal id
+// and metadata are j's. The metadata of a job DecodeJob returned is known
+// to be valid JSON, and is not checked again.
+func (r Result) MarshalFor(j *Job, at time.Time) []byte {
+	r.TenantID, r.InternalID, r.Metadata = j.TenantID, j.InternalID, j.Metadata
+	return r.marshalAt(at, j.decoded)
+}
+
+func (r Result) marshalAt(at time.Time, validMetadata bool) []byte {
 	size := 160 + len(r.TenantID) + len(r.InternalID) + len(r.WAMID) + len(r.ErrorMessage) + len(r.FBTraceID) +
 		len(r.Reason) + len(r.Metadata)
-	if b, ok := r.appendPlain(make([]byte, 0, size), at); ok {
+	if b, ok := r.appendPlain(make([]byte, 0, size), at, validMetadata); ok {
 		return b
 	}
 	if r.At == "" && !at.IsZero() {
@@ -64,8 +74,8 @@ func (r Result) marshalJSON() []byte {
 // appendPlain appends r as encoding/json would, and reports false (with b
 // to be dropped) when a string or the metadata holds a byte encoding/json
 // would escape or strip. An empty At is written from at, unless at is
-// zero.
-func (r Result) appendPlain(b []byte, at time.Time) ([]byte, bool) {
+// zero. validMetadata says the metadata is known to be valid JSON.
+func (r Result) appendPlain(b []byte, at time.Time, validMetadata bool) ([]byte, bool) {
 	ok := true
 	str := func(key, v string) {
 		b = append(b, key...)
@@ -104,7 +114,7 @@ func (r Result) appendPlain(b []byte, at time.Time) ([]byte, bool) {
 		str(`,"reason":`, r.Reason)
 	}
 	if len(r.Metadata) > 0 {
-		if !plainJSON(r.Metadata) {
+		if !plainBytes(r.Metadata) || !validMetadata && !validJSON(r.Metadata) {
 			return b, false
 		}
 		b = append(b, `,"metadata":`...)
@@ -124,16 +134,16 @@ func writtenAsIs(s string) bool {
 	return true
 }
 
-// plainJSON reports whether encoding/json writes the raw value v as it is:
-// valid JSON of printable ASCII without a space or an HTML character (it
+// plainBytes reports whether encoding/json writes the raw value v, valid
+// JSON, as it is: printable ASCII without a space or an HTML character (it
 // compacts whitespace away and escapes <, > and &).
-func plainJSON(v []byte) bool {
+func plainBytes(v []byte) bool {
 	for _, c := range v {
 		if c == ' ' || (!plainByte(c) && c != '"' && c != '\\') {
 			return false
 		}
 	}
-	return validJSON(v)
+	return true
 }
 
 func plainByte(c byte) bool {
