@@ -42,7 +42,8 @@ func (r Result) MarshalAt(at time.Time) []byte { return r.marshalAt(at, false) }
 
 // MarshalFor is MarshalAt for the result of job j: its tenant, internal id
 // and metadata are j's. The metadata of a job DecodeJob returned is known
-// to be valid JSON, and is not checked again.
+// to be valid JSON, and is not checked again: a job's Metadata is
+// read-only (see Job), so it is still what DecodeJob checked.
 func (r Result) MarshalFor(j *Job, at time.Time) []byte {
 	r.TenantID, r.InternalID, r.Metadata = j.TenantID, j.InternalID, j.Metadata
 	return r.marshalAt(at, j.decoded)
