@@ -37,9 +37,8 @@ type Delivery struct {
 }
 
 // props are the properties a producer set that a copy of the delivery
-// carries on (Copy) and that identify it (fingerprint): a third of the
-// size of the amqp.Delivery they come from, which is kept for every job
-// in hand.
+// carries on (Copy) and that identify it (fingerprint): 160 bytes of the
+// 296 of the amqp.Delivery they come from, kept for every job in hand.
 type props struct {
 	contentType, contentEncoding, correlationID, replyTo string
 	messageID, typ, userID, appID                        string
